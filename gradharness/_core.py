@@ -17,6 +17,7 @@ from ._report import NOT_APPLICABLE, CheckStat, Failure, Finding, Report, format
 from ._spec import DEFAULT_INPUT, LayerSpec, build_spec, validate_option_names
 from ._strategies import Example, examples, guaranteed_examples
 from .checks import CHECK_ORDER, REGISTRY, Check, applicable
+from .diagnose import diagnose
 
 #: examples per Hypothesis search in the `thorough` profile, as a multiple of max_examples
 THOROUGH_FACTOR = 10
@@ -102,6 +103,8 @@ def run_example(spec: LayerSpec, ex: Example, active: set[str], counter: Counter
                     st.ran += 1
             if isinstance(result, Finding):
                 result.dtype = str(ctx.dtype)
+                if detail:
+                    result.diagnosis = diagnose(ctx, result)
                 findings.append(result)
         if stats is not None:
             per_dtype = stats.sensitivity.setdefault(str(ctx.dtype), {})
@@ -109,6 +112,23 @@ def run_example(spec: LayerSpec, ex: Example, active: set[str], counter: Counter
                 per_dtype[k] = max(per_dtype.get(k, 0.0), v)
             stats.inconclusive += ctx.memo.get("inconclusive", 0)
     return findings
+
+
+def check_findings(spec: LayerSpec, ex: Example, check: str, dtype: np.dtype,
+                   counter: Counter) -> list[tuple[Finding, Any]]:
+    """One check on one example in one dtype, with localization: (finding, its context) pairs."""
+    try:
+        session = Session(spec, ex, counter)
+        ctx = session.context(dtype)
+    except LayerCallError:
+        return []
+    ctx.detail = True
+    ctx.rng = np.random.default_rng([ex.seed, zlib.crc32(check.encode()), list(spec.dtypes).index(dtype)])
+    try:
+        result = REGISTRY[check].fn(ctx)
+    except LayerCallError:
+        return []
+    return [(result, ctx)] if isinstance(result, Finding) else []
 
 
 def _settings(spec: LayerSpec) -> settings:
@@ -233,9 +253,12 @@ def _check(make: Any, given_opts: Mapping[str, Any]) -> Report:
                 continue
             exd = {**ex.as_dict(), "dtype": f.dtype or None}
             repro = _reproduce(target, spec, f.check, ex, f.dtype, declared)
+            d = f.diagnosis
             failures.append(Failure(check=f.check, message=format_failure(spec.name, f, exd, repro), example=exd,
                                     layer=spec.name, tensor=f.tensor, summary=f.summary, evidence=f.evidence,
-                                    reproduce=repro))
+                                    reproduce=repro, diagnosis=None if d is None else d.code,
+                                    diagnosis_params={} if d is None else dict(d.params),
+                                    diagnosis_text="" if d is None else d.text))
 
     if spec.example is not None:
         ex = Example.from_value(spec.example)

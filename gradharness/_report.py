@@ -18,6 +18,9 @@ class Finding:
     lines: list[str] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     dtype: str = ""
+    #: arrays and objects the diagnosis reads (not serialized)
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
+    diagnosis: Any = None
 
 
 class _NotApplicable:
@@ -42,6 +45,12 @@ class Failure:
     summary: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
     reproduce: str = ""
+    #: a stable code naming the most likely bug ("sign-flip", "scaled-by-batch", ...), or None
+    diagnosis: str | None = None
+    #: the numbers behind the diagnosis
+    diagnosis_params: dict[str, Any] = field(default_factory=dict)
+    #: the diagnosis in words (also the message's first line after the header)
+    diagnosis_text: str = ""
 
     def __str__(self) -> str:
         return self.message
@@ -118,6 +127,8 @@ def format_failure(layer: str, finding: Finding, example: Mapping[str, Any], rep
     where = f", array {finding.tensor!r}" if finding.tensor else ""
     dt = f" ({finding.dtype})" if finding.dtype else ""
     lines = [f"[{finding.check}] {layer}{where}{dt}: {finding.summary}"]
+    if finding.diagnosis is not None:
+        lines.append(f"  Diagnosis: {finding.diagnosis.text}")
     lines += [f"  {ln}" for ln in finding.lines]
     ex = ", ".join(f"{k}={v!r}" for k, v in example.items())
     lines.append(f"  Example: {ex}")

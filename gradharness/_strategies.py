@@ -117,9 +117,9 @@ def _candidates(src: Any) -> list[Any] | None:
     return None
 
 
-def guaranteed_examples(spec: LayerSpec, seed: int) -> list[Example]:
+def guaranteed_examples(spec: LayerSpec, seed: int, *, floor: int = 2) -> list[Example]:
     """Examples run on every call, whatever Hypothesis draws: the smallest sizes (batch of 1,
-    size-1 dims), and the smallest sizes with all dims pairwise distinct and >= 2."""
+    size-1 dims), and the smallest sizes with all dims pairwise distinct and >= `floor`."""
     dim_c = {k: _candidates(v) for k, v in spec.dims.items()}
     hyp_c = {k: _candidates(v) for k, v in spec.hyper.items()}
     if any(c is None for c in (*dim_c.values(), *hyp_c.values())):
@@ -128,7 +128,7 @@ def guaranteed_examples(spec: LayerSpec, seed: int) -> list[Example]:
     pools = [dim_c[k] for k in dim_c] + [hyp_c[k] for k in hyp_c]
 
     def search(distinct: bool) -> dict[str, Any] | None:
-        dpools = [[v for v in p if v >= 2] if distinct else p for p in pools[: len(dim_c)]]
+        dpools = [[v for v in p if v >= floor] if distinct else p for p in pools[: len(dim_c)]]
         allp = dpools + pools[len(dim_c):]
         if any(not p for p in allp):
             return None

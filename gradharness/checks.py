@@ -148,6 +148,7 @@ def backward_shape(ctx: Context) -> Result:
         elif b.dx.shape != ctx.x.shape:
             problems.append(f"dx has shape {b.dx.shape}, x has shape {ctx.x.shape}. {_shape_hint(b.dx.shape, ctx.x.shape)}")
             tensor = "dx"
+            ev["shape"], ev["expected"] = list(b.dx.shape), list(ctx.x.shape)
     missing = [k for k in ctx.params if k not in b.grads]
     extra = [k for k in b.grads if k not in ctx.params]
     if missing:
@@ -159,6 +160,8 @@ def backward_shape(ctx: Context) -> Result:
         if k in ctx.params and g.shape != ctx.params[k].shape:
             problems.append(f"grads[{k!r}] has shape {g.shape}, params[{k!r}] has shape {ctx.params[k].shape}. "
                             f"{_shape_hint(g.shape, ctx.params[k].shape)}".rstrip())
+            if tensor is None:
+                ev["shape"], ev["expected"] = list(g.shape), list(ctx.params[k].shape)
             tensor = tensor or k
     if problems:
         ev["problems"] = problems
@@ -248,8 +251,10 @@ def _grad_finding(ctx: Context, check_name: str, tensor: str, label: str, value:
         "probe_analytic": worst.analytic, "probe_numeric": worst.numeric, "probe_tolerance": worst.tol,
         "probe_relative_error": abs(worst.analytic - worst.numeric) / max(abs(worst.numeric), abs(worst.analytic), 1e-300),
     }
+    data: dict[str, Any] = {"value": value, "grad": grad, "verdict": verdict}
     if ctx.detail:
         loc = _localize(ctx, tensor, value, grad)
+        data["localized"] = loc
         bad = loc.bad
         k, n = int(bad.sum()), len(loc.analytic)
         diff = np.abs(loc.analytic - loc.numeric)
@@ -273,7 +278,7 @@ def _grad_finding(ctx: Context, check_name: str, tensor: str, label: str, value:
             ev["analytic_gradient"] = grad.astype(np.float64).tolist()
     lines.append(f"Directional probe: <{label}, v> = {fmt(worst.analytic).strip()} analytic, "
                  f"{fmt(worst.numeric).strip()} numeric, tolerance {worst.tol:.2g}")
-    return Finding(check_name, f"{label} does not match the numerical derivative", tensor, lines, ev)
+    return Finding(check_name, f"{label} does not match the numerical derivative", tensor, lines, ev, data=data)
 
 
 @check("grad-input", applies=lambda spec: spec.differentiable_input, every_dtype=True)
@@ -569,7 +574,12 @@ def backward_repeatable(ctx: Context) -> Result:
     ctx.forward(ctx.x)
     dx1, g1 = ctx.backward(ctx.dout)
     dx2, g2 = ctx.backward(ctx.dout)
-    runs = [("a second forward + backward", dx1, g1), ("a second backward after the same forward", dx2, g2)]
+    # a forward on other values in between: backward must use the latest forward's state
+    ctx.forward(_other_input(ctx))
+    ctx.forward(ctx.x)
+    dx3, g3 = ctx.backward(ctx.dout)
+    runs = [("a second forward + backward", dx1, g1), ("a second backward after the same forward", dx2, g2),
+            ("forward on other values, then forward and backward again", dx3, g3)]
     for when, dx, g in runs:
         pairs = [("dx", "x", b.dx, dx)] if (b.dx is not None and dx is not None) else []
         pairs += [(f"grads[{k!r}]", k, b.grads[k], g[k]) for k in b.grads if k in g and k in ctx.params]
@@ -578,11 +588,22 @@ def backward_repeatable(ctx: Context) -> Result:
             if not ok:
                 ratio = _ratio(again.astype(np.float64), first.astype(np.float64))
                 hint = "Gradients accumulate (+=) instead of being set, or backward changes state it reads."
+                stale = when.startswith("forward on other values")
+                if stale:
+                    hint = "backward reads state that an earlier forward left (a cache kept across calls)."
                 return Finding("backward-repeatable", f"{name} after {when} differs from the first"
                                + (f" ({ratio.split()[0]}x)" if ratio else ""),
                                name.split("'")[1] if "'" in name else name,
-                               [f"max difference {diff:.3g} (tolerance {tol:.2g})", hint], {"max_abs": diff, "ratio": ratio})
+                               [f"max difference {diff:.3g} (tolerance {tol:.2g})", hint],
+                               {"max_abs": diff, "ratio": ratio, "stale": stale})
     return None
+
+
+def _other_input(ctx: Context) -> np.ndarray:
+    """Different valid values of x's shape (indices permuted, floats shifted)."""
+    if ctx.spec.index_input is None:
+        return (ctx.x + 0.5).astype(ctx.x.dtype)
+    return ctx.x[::-1].copy() if ctx.x.ndim else ctx.x.copy()
 
 
 @check("no-mutation")
@@ -607,11 +628,7 @@ def no_aliasing(ctx: Context) -> Result:
     out_keep = out.copy()
     dx, _ = ctx.backward_raw(ctx.dout.copy())
     dx_keep = None if dx is None else dx.copy()
-    if ctx.spec.index_input is None:
-        x2 = (ctx.x + 0.5).astype(ctx.x.dtype)
-    else:
-        x2 = ctx.x[::-1].copy() if ctx.x.ndim else ctx.x.copy()
-    ctx.forward(x2)
+    ctx.forward(_other_input(ctx))
     ctx.backward((-ctx.dout).astype(ctx.dtype))
     for name, obj, keep in (("out", out, out_keep), ("dx", dx, dx_keep)):
         if obj is None or keep is None:

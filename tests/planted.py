@@ -217,3 +217,70 @@ class Loss:
 def declared_db_zero(dims: Any, rng: np.random.Generator) -> Linear:
     """A declared layer with a zeroed bias gradient (for reproduction lines)."""
     return Linear(dims["d_in"], dims["d_out"], rng, "db-zero")
+
+
+class LinearBroadcastDx(Linear):
+    """dx from sums instead of a matrix product: right only when d_out == 1."""
+
+    def backward(self, dout: np.ndarray) -> Any:
+        super().backward(dout)
+        return dout.sum(axis=1, keepdims=True) * self.params["W"].sum(axis=1)
+
+
+class LinearScaled(Linear):
+    """dW seven times too large (a factor no dim can explain)."""
+
+    def backward(self, dout: np.ndarray) -> Any:
+        dx = super().backward(dout)
+        self.grads["W"] = 7 * self.grads["W"]
+        return dx
+
+
+class LinearNoisy(Linear):
+    """dW with a little deterministic noise: no story explains it."""
+
+    def backward(self, dout: np.ndarray) -> Any:
+        dx = super().backward(dout)
+        g = self.grads["W"]
+        wobble = np.cos(np.arange(g.size) * 12.9898).reshape(g.shape)
+        self.grads["W"] = g + 1e-4 * np.abs(g).max() * wobble
+        return dx
+
+
+class LinearWrongAxisBias(Linear):
+    def backward(self, dout: np.ndarray) -> Any:
+        dx = super().backward(dout)
+        self.grads["b"] = dout.sum(axis=1)
+        return dx
+
+
+class LinearTransposedDW(Linear):
+    def backward(self, dout: np.ndarray) -> Any:
+        dx = super().backward(dout)
+        self.grads["W"] = self.grads["W"].T.copy()
+        return dx
+
+
+class MSE(Loss):
+    """Mean squared error with a planted factor in backward."""
+
+    FACTORS = {"sum-not-mean": "n", "double": 2.0, "half": 0.5}
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        factor = self.FACTORS[self.bug or ""]
+        if factor == "n":
+            factor = self.diff.shape[0]
+        return factor * self.diff * (2 * dout / self.diff.size)
+
+
+class PreviousCache(Linear):
+    """backward uses the input of the forward before the latest one."""
+
+    def forward(self, x: np.ndarray) -> Any:
+        self.prev = getattr(self, "cur", x)
+        self.cur = x
+        return super().forward(x)
+
+    def backward(self, dout: np.ndarray) -> Any:
+        self.x = self.prev
+        return super().backward(dout)

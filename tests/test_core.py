@@ -45,9 +45,10 @@ def test_failure_message_is_layered() -> None:
     msg = report.failures[0].message
     lines = msg.splitlines()
     assert lines[0] == "[grad-params] linear[dW-sign], array 'W' (float64): grads['W'] does not match the numerical derivative"
-    assert re.match(r"  shape \(\d+, \d+\), dtype float64; L = sum\(out \* dout\)", lines[1])
-    assert re.match(r"  Mismatched elements: \d+ / \d+ \(", lines[2])
-    assert "ANALYTIC" in lines[3] and "NUMERIC" in lines[3]
+    assert lines[1].startswith("  Diagnosis: sign flip: grads['W'] = -numeric everywhere")
+    assert re.match(r"  shape \(\d+, \d+\), dtype float64; L = sum\(out \* dout\)", lines[2])
+    assert re.match(r"  Mismatched elements: \d+ / \d+ \(", lines[3])
+    assert "ANALYTIC" in lines[4] and "NUMERIC" in lines[4]
     assert any(ln.startswith("  Max absolute difference: ") for ln in lines)
     assert any(ln.startswith("  Max relative difference: 2") for ln in lines)  # a sign flip: rel error 2
     assert lines[-2].startswith("  Example: dims={")
