@@ -56,8 +56,10 @@ CODES: dict[str, str] = {
     "transposed-shape": "a shape with the right sizes in another order",
     "diagonal-only": "only the diagonal of a full Jacobian (an element-wise approximation of a matrix derivative)",
     "square-only": "right only when dims coincide: `*` where `@` was meant, or a missing transpose",
-    "border": "wrong on the borders only: padding",
-    "strided": "wrong on a stride lattice only: stride handling",
+    "border": "wrong on the borders only, or only with padding: padding handling",
+    "strided": "wrong only with a stride > 1: stride handling",
+    "overlapping-windows": "wrong only where pooling windows overlap: lost accumulation",
+    "hyper-dependent": "wrong with one value of a hyper-parameter, right with another",
     "repeated-index": "wrong on repeated indices only: lost accumulation",
     "truncated-bptt": "right at the last time step only: backprop through time truncated",
     "mutated-input": "forward or backward writes into x",
@@ -379,6 +381,41 @@ def _spatial_patterns(ctx: Context, f: Finding) -> Diagnosis | None:
     return None
 
 
+@rule("grad-input", "grad-params")
+def _hyper_sensitivity(ctx: Context, f: Finding) -> Diagnosis | None:
+    """Wrong with one value of a hyper-parameter, right with another: stride, padding, overlap."""
+    from ._context import Counter
+    from ._core import run_example
+    from ._spec import DimRange
+    from ._strategies import Example, _satisfies, _with_derived
+
+    here = dict(ctx.example.hyper)
+    for name, src in ctx.spec.hyper.items():
+        values = list(src.values()) if isinstance(src, DimRange) else list(src) if isinstance(src, tuple) else []
+        for v in values:
+            if v == here.get(name):
+                continue
+            hyper = {**here, name: v}
+            sizes = _with_derived(ctx.spec, {**ctx.example.dims, **hyper})
+            if not all(int(sizes[k]) >= 1 for k in ctx.spec.derived) or not _satisfies(ctx.spec, sizes):
+                continue
+            ex = Example(dims=ctx.example.dims, hyper=hyper, seed=ctx.example.seed, values=ctx.example.values)
+            if any(x.check == f.check for x in run_example(ctx.spec, ex, {f.check}, Counter(), None)):
+                continue
+            k, st = here.get("k"), here.get("stride")
+            if isinstance(k, int) and isinstance(st, int) and k > st and name in ("k", "stride") \
+                    and hyper.get("k", k) <= hyper.get("stride", st):
+                return Diagnosis("overlapping-windows", f"wrong with overlapping windows (k={k}, stride={st}) and "
+                                 f"right with {name}={v}: where windows overlap, an input gets gradient from several "
+                                 "of them, and an assignment (dx[idx] = ..., or a fancy-index +=) keeps one",
+                                 {"k": k, "stride": st})
+            code = "strided" if "stride" in name else "border" if "pad" in name else "hyper-dependent"
+            return Diagnosis(code, f"wrong with {name}={here.get(name)} and right with {name}={v} on the same "
+                             f"example: the {name} is ignored or misapplied in backward",
+                             {"name": name, "wrong": here.get(name), "right": v})
+    return None
+
+
 @rule("grad-params")
 def _repeated_index(ctx: Context, f: Finding) -> Diagnosis | None:
     if ctx.spec.index_input is None or f.tensor is None:
@@ -420,13 +457,18 @@ def _square_only(ctx: Context, f: Finding) -> Diagnosis | None:
 
     dims = dict(ctx.example.dims)
     ranges = {k: v for k, v in ctx.spec.dims.items() if isinstance(v, DimRange)}
+    # with hyper-parameters or derived dims, equal sizes change the structure (a window that
+    # covers everything, one output position): "passes when square" would mean nothing there
+    if ctx.spec.hyper or ctx.spec.derived:
+        return None
     if len(ranges) < 2 or len(set(dims[k] for k in ranges)) < len(ranges):
         return None
     from ._context import Counter
 
-    # coinciding dims first (2, 3...), then all 1, where `*` and `@` cannot be told apart
-    fits = [v for v in range(1, 9) if all(r.lo <= v <= r.hi for r in ranges.values())]
-    for v in [v for v in fits if v >= 2][:1] + [v for v in fits if v == 1]:
+    # every dim as large as the largest failing one, then all 1 (where `*` and `@` coincide)
+    top = max(dims[k] for k in ranges)
+    fits = [v for v in (top, 1) if all(r.lo <= v <= r.hi for r in ranges.values())]
+    for v in fits:
         square = Example(dims={**dims, **{k: v for k in ranges}}, hyper=ctx.example.hyper,
                          seed=ctx.example.seed, values=ctx.example.values)
         again = run_example(ctx.spec, square, {f.check}, Counter(), None)

@@ -10,8 +10,9 @@ import gradharness as gh
 import reference_layers as rl
 from gradharness.diagnose import CODES
 from tests import planted
-from tests.test_reference_layers import (AttentionDiagonalSoftmax, EmbeddingFancyIndexUpdate, RNNTruncatedBPTT,
-                                         _make)
+from tests.test_reference_layers import (AttentionDiagonalSoftmax, ConvEdgePaddedForward, ConvStrideIgnoredInDx,
+                                         EmbeddingFancyIndexUpdate, PoolAssignsInsteadOfAccumulating,
+                                         RNNTruncatedBPTT, _make)
 
 SEED = {"max_examples": 25, "seed": 2}
 
@@ -62,6 +63,10 @@ TABLE: list[tuple[str, str, Callable[[], gh.Report]]] = [
     ("transposed-shape", "backward-shape", lambda: _lin(bug="dW-transposed")),
     ("diagonal-only", "grad-input", _softmax_diag),
     ("square-only", "grad-input", lambda: _lin(planted.LinearBroadcastDx)),
+    ("border", "grad-input", lambda: gh.check_layer(_make(ConvEdgePaddedForward, rl.Conv2d), **SEED)),
+    ("strided", "grad-input", lambda: gh.check_layer(_make(ConvStrideIgnoredInDx, rl.Conv2d), **SEED)),
+    ("overlapping-windows", "grad-input",
+     lambda: gh.check_layer(_make(PoolAssignsInsteadOfAccumulating, rl.MaxPool2d), **SEED)),
     ("repeated-index", "grad-params", lambda: gh.check_layer(_make(EmbeddingFancyIndexUpdate, rl.Embedding), **SEED)),
     ("truncated-bptt", "grad-input", lambda: gh.check_layer(_make(RNNTruncatedBPTT, rl.RNN), **SEED)),
     ("mutated-dout", "no-mutation", lambda: _lin(bug="mutates-dout")),

@@ -47,6 +47,19 @@ class ConvStrideIgnoredInDx:
         return dxp[:, :, p:p + h, p:p + w]
 
 
+class ConvEdgePaddedForward:
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        W, b = self.params["W"], self.params["b"]
+        s, p, k = self.stride, self.pad, W.shape[-1]
+        ho, wo = (x.shape[2] + 2 * p - k) // s + 1, (x.shape[3] + 2 * p - k) // s + 1
+        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), mode="edge")  # bug: backward assumes zero padding
+        out = np.zeros((x.shape[0], W.shape[0], ho, wo), dtype=np.result_type(x, W))
+        for i, j, rows, cols in _taps(k, s, ho, wo):
+            out += np.einsum("nchw,fc->nfhw", xp[:, :, rows, cols], W[:, :, i, j])
+        self.cache = (x.shape, xp, W)
+        return out + b[:, None, None]
+
+
 class PoolAssignsInsteadOfAccumulating:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         shape, dtype, arg = self.cache
@@ -97,6 +110,7 @@ class AttentionDiagonalSoftmax(rl.Attention):
 
 PLANTED = [
     (ConvStrideIgnoredInDx, rl.Conv2d, "grad-input"),
+    (ConvEdgePaddedForward, rl.Conv2d, "grad-input"),
     (PoolAssignsInsteadOfAccumulating, rl.MaxPool2d, "grad-input"),
     (EmbeddingFancyIndexUpdate, rl.Embedding, "grad-params"),
     (RNNTruncatedBPTT, rl.RNN, "grad-input"),
