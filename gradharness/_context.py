@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
@@ -15,22 +17,20 @@ from ._spec import LayerSpec, resolve_shape
 from ._strategies import Example, draw_dout, draw_input, redraw_param
 from ._tolerance import JITTER_ULPS, REFERENCE, Precision, precision
 
-#: characters of a layer's own printing kept for a report
-PRINT_KEPT = 2000
-
-
 @dataclass
 class Counter:
-    """Calls spent on the layer."""
+    """Calls spent on the layer, and what the harness noticed about them."""
 
     forward: int = 0
     backward: int = 0
     build: int = 0
+    #: note -> how often (or how many characters, for printing)
+    notes: dict[str, int] = field(default_factory=dict)
+    #: the calls ("factory", "forward", "backward") that drew from numpy's global random state
+    global_rng: set[str] = field(default_factory=set)
 
-    def add(self, other: "Counter") -> None:
-        self.forward += other.forward
-        self.backward += other.backward
-        self.build += other.build
+    def note(self, text: str, amount: int = 1) -> None:
+        self.notes[text] = self.notes.get(text, 0) + amount
 
 
 def shape_text(arr: Any) -> str:
@@ -44,19 +44,61 @@ def _describe(x: Any, params: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-@contextlib.contextmanager
-def _guarded() -> Iterator[io.StringIO]:
-    """Silence the layer's printing and restore numpy's global state it may change."""
+class _CallTimeout(BaseException):
+    """Raised by the alarm inside a layer call that ran past its time limit."""
+
+
+def _same_rng_state(a: Any, b: Any) -> bool:
+    return a[0] == b[0] and np.array_equal(a[1], b[1]) and tuple(a[2:]) == tuple(b[2:])
+
+
+def call_layer(what: str, fn: Callable[[], Any], describe: Callable[[], str], counter: "Counter",
+               timeout: float | None) -> Any:
+    """Call into the user's layer: printing silenced, numpy's global state restored (and noted),
+    a time limit enforced, and any exception turned into the layer's LayerCallError."""
     err = np.geterr()
+    rng_state = np.random.get_state()
     buf = io.StringIO()
+    alarm = (timeout is not None and hasattr(signal, "setitimer")
+             and threading.current_thread() is threading.main_thread()
+             and signal.getitimer(signal.ITIMER_REAL)[0] == 0)  # never override someone else's alarm
+    previous = None
+    if alarm:
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise _CallTimeout()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, float(timeout))  # type: ignore[arg-type]
     try:
         # the layer's own floating-point warnings are its business; NaN and inf are checked
         with contextlib.redirect_stdout(buf), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             np.seterr(all="ignore")
-            yield buf
+            return fn()
+    except _CallTimeout:
+        raise LayerCallError(what, f"did not return within {timeout:g} s (called with {describe()}); "
+                             "raise timeout= if it is only slow") from None
+    except (KeyboardInterrupt, SystemExit, LayerCallError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the layer's failure, reported
+        raise LayerCallError(what, f"raised {type(exc).__name__}: {exc} (called with {describe()})",
+                             cause=exc) from exc
     finally:
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        changed_err = np.geterr() != {**err, **{k: "ignore" for k in err}}
         np.seterr(**err)
+        if changed_err:
+            counter.note(f"{what} changed numpy's error state (np.seterr): restored after each call")
+        if not _same_rng_state(np.random.get_state(), rng_state):
+            np.random.set_state(rng_state)
+            counter.global_rng.add(what)
+            counter.note(f"{what} used numpy's global random state (np.random.*): restored after each call; draw "
+                         "from the factory's rng instead")
+        printed = buf.getvalue()
+        if printed:
+            counter.note(f"{what} printed to stdout (silenced)", len(printed))
 
 
 def as_array(value: Any, what: str, *, allow_none: bool = False) -> np.ndarray | None:
@@ -111,7 +153,6 @@ class Context:
         #: the base forward's output, kept even when the base backward fails
         self.base_out: np.ndarray | None = None
         self.mutations: list[Mutation] = []
-        self.printed = ""
         self._ref_cache: dict[str, Any] = {}
         self.memo: dict[str, Any] = {}
         #: localize failures element by element (only on the final, shrunk example)
@@ -127,15 +168,8 @@ class Context:
         """Call forward with exactly these arrays; the returned object itself (for aliasing checks)."""
         self.set_params(params)
         self.counter.forward += 1
-        try:
-            with _guarded() as buf:
-                out = self.layer.forward(x)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - the layer's failure, reported
-            raise LayerCallError("forward", f"raised {type(exc).__name__}: {exc} (called with "
-                                 f"{_describe(x, params or self.params)})", cause=exc) from exc
-        self._keep_print(buf)
+        out = call_layer("forward", lambda: self.layer.forward(x), lambda: _describe(x, params or self.params),
+                         self.counter, self.spec.timeout)
         arr = as_array(out, "forward")
         assert arr is not None
         return arr
@@ -147,15 +181,8 @@ class Context:
 
     def backward_raw(self, dout: np.ndarray) -> tuple[np.ndarray | None, Mapping[str, Any]]:
         self.counter.backward += 1
-        try:
-            with _guarded() as buf:
-                dx = self.layer.backward(dout)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001
-            raise LayerCallError("backward", f"raised {type(exc).__name__}: {exc} (called with dout: "
-                                 f"{shape_text(dout)})", cause=exc) from exc
-        self._keep_print(buf)
+        dx = call_layer("backward", lambda: self.layer.backward(dout), lambda: f"dout: {shape_text(dout)}",
+                        self.counter, self.spec.timeout)
         arr = as_array(dx, "backward", allow_none=self.spec.index_input is not None)
         grads = getattr(self.layer, "grads", None)
         if not isinstance(grads, Mapping):
@@ -180,10 +207,6 @@ class Context:
         out = self.forward(x, params)
         dx, grads = self.backward(dout)
         return Trace(out, dx, grads)
-
-    def _keep_print(self, buf: io.StringIO) -> None:
-        if len(self.printed) < PRINT_KEPT:
-            self.printed += buf.getvalue()[: PRINT_KEPT - len(self.printed)]
 
     # ----- the base trace ------------------------------------------------------
     def run_base(self, draw_dout_fn: Callable[[tuple[int, ...]], np.ndarray]) -> None:
@@ -390,14 +413,7 @@ def build_layer(spec: LayerSpec, example: Example, rng: np.random.Generator, cou
     """Call the factory; a protocol violation or a raising factory is the layer's failure."""
     sizes = example.sizes(spec)
     counter.build += 1
-    try:
-        with _guarded():
-            layer = spec.make(sizes, rng)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # noqa: BLE001
-        raise LayerCallError("factory", f"raised {type(exc).__name__}: {exc} (called with dims={sizes})",
-                             cause=exc) from exc
+    layer = call_layer("factory", lambda: spec.make(sizes, rng), lambda: f"dims={sizes}", counter, spec.timeout)
     for method, fix in (("forward", "forward='...'"), ("backward", "backward='backward_pass'")):
         if not callable(getattr(layer, method, None)):
             raise LayerCallError("factory", missing_method_message(layer, method, fix=fix))

@@ -212,7 +212,8 @@ def check_layer(make: Callable[..., Any], input: str = _UNSET, *, output: str | 
                 index_input: str | int | None = _UNSET, dtypes: Sequence[Any] = _UNSET,
                 max_examples: int = _UNSET, seed: int | None = _UNSET, checks: Sequence[str] | None = _UNSET,
                 skip: Sequence[str] = _UNSET, profile: str = _UNSET, redraw_params: bool = _UNSET,
-                name: str | None = _UNSET, example: Any = _UNSET, **unknown: Any) -> Report:
+                name: str | None = _UNSET, example: Any = _UNSET, timeout: float | None = _UNSET,
+                **unknown: Any) -> Report:
     """Check a layer built by ``make(dims, rng)`` against its contracts; return a Report.
 
     ``input`` defaults to "n d_in"; options left out come from the layer's declaration
@@ -222,7 +223,7 @@ def check_layer(make: Callable[..., Any], input: str = _UNSET, *, output: str | 
         input=input, output=output, dims=dims, hyper=hyper, derived=derived, constraints=constraints, bias=bias,
         elementwise=elementwise, batch_independent=batch_independent, domain=domain, index_input=index_input,
         dtypes=dtypes, max_examples=max_examples, seed=seed, checks=checks, skip=skip, profile=profile,
-        redraw_params=redraw_params, name=name, example=example).items() if v is not _UNSET}
+        redraw_params=redraw_params, name=name, example=example, timeout=timeout).items() if v is not _UNSET}
     # unknown keywords get the closest known one, not Python's bare TypeError
     validate_option_names(unknown, where="check_layer")
     return _check(make, given_opts)
@@ -299,6 +300,8 @@ def _check(make: Any, given_opts: Mapping[str, Any]) -> Report:
                   examples=stats.examples, calls={"forward": counter.forward, "backward": counter.backward,
                                                   "build": counter.build},
                   sensitivity={k: v for k, v in stats.sensitivity.items() if v}, inconclusive_probes=stats.inconclusive,
+                  notes=[f"{text} ({n}x)" if not text.endswith("(silenced)") else f"{text}: {n} characters"
+                         for text, n in counter.notes.items()],
                   seconds=time.perf_counter() - started, seed=spec.seed)
 
 

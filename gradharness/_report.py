@@ -82,6 +82,8 @@ class Report:
     inconclusive_probes: int = 0
     seconds: float = 0.0
     seed: int | None = None
+    #: what the harness noticed and put right (printing, global numpy state), in words
+    notes: list[str] = field(default_factory=list)
 
     def failed_checks(self) -> list[str]:
         return list(dict.fromkeys(f.check for f in self.failures))
@@ -94,6 +96,8 @@ class Report:
                 f"{self.calls['backward']} backward calls in {self.seconds:.2f}s")
         if sens:
             text += f"; gradient sensitivity (relative): {sens}"
+        for note in self.notes:
+            text += f"\n  note: {note}"
         return text
 
     def __repr__(self) -> str:

@@ -25,8 +25,10 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 OPTION_NAMES = (
     "input", "output", "dims", "hyper", "derived", "constraints", "bias", "elementwise",
     "batch_independent", "domain", "index_input", "dtypes", "max_examples", "seed", "checks",
-    "skip", "profile", "redraw_params", "name", "example",
+    "skip", "profile", "redraw_params", "name", "example", "timeout",
 )
+#: seconds one call into the layer (factory, forward or backward) may take
+DEFAULT_TIMEOUT = 60.0
 
 
 def validate_option_names(options: Mapping[str, Any], *, where: str) -> None:
@@ -120,6 +122,7 @@ class LayerSpec:
     profile: str
     redraw_params: bool
     example: Any = None
+    timeout: float | None = DEFAULT_TIMEOUT
     input_text: str = ""
     output_text: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -282,6 +285,10 @@ def build_spec(make: Any, input: Any, options: Mapping[str, Any]) -> LayerSpec:
     if profile not in PROFILES:
         raise InvalidArgument("profile", profile, f"one of {', '.join(PROFILES)}")
     redraw = _as_bool("redraw_params", options.get("redraw_params", True))
+    timeout = options.get("timeout", DEFAULT_TIMEOUT)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout > 0 or not math.isfinite(timeout)):
+        raise InvalidArgument("timeout", timeout, "seconds > 0 per call into the layer, or None for no limit")
     name = options.get("name") or getattr(make, "__qualname__", None) or type(make).__name__
     return LayerSpec(
         make=make, name=str(name), input=in_shape, output=out_shape, dims=dims, hyper=hyper,
@@ -289,7 +296,8 @@ def build_spec(make: Any, input: Any, options: Mapping[str, Any]) -> LayerSpec:
         elementwise=elementwise, batch_independent=batch_independent, domain=(lo, hi),
         index_input=index_input, dtypes=tuple(dtypes), max_examples=max_examples, seed=seed,
         checks=checks_t, skip=skip, profile=profile, redraw_params=redraw,
-        example=options.get("example"), input_text=input, output_text=out_text,
+        example=options.get("example"), timeout=None if timeout is None else float(timeout), input_text=input,
+        output_text=out_text,
     )
 
 
