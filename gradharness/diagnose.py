@@ -101,6 +101,10 @@ def diagnose(ctx: Context, finding: Finding, *, widen: bool = True) -> Diagnosis
         except Exception:  # noqa: BLE001 - a rule that cannot read this evidence says nothing
             d = None
         if d is not None:
+            # with a batch of 2, "divided by n" and "divided by 2" look the same: ask a wider example
+            if widen and d.params.get("n") == 2 and d.code in ("scaled-by-batch", "scaled-by-inverse-batch",
+                                                                "scaled-by-2", "scaled-by-half"):
+                return _diagnose_wider(ctx, finding) or d
             return d
     return None
 
