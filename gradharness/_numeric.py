@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._tolerance import (KINK_RETRIES, KINK_SHARE, LOCALIZE_MAX, PROBES_PER_TENSOR, ROUNDOFF_WEIGHT, SAFETY,
+from ._tolerance import (KINK_RETRIES, KINK_SHARE, LARGE_TENSOR, LOCALIZE_MAX, PROBES_PER_TENSOR, ROUNDOFF_WEIGHT, SAFETY,
                          Precision, relative_step)
 
 Loss = Callable[[np.ndarray], float]
@@ -100,21 +100,52 @@ def tensor_step(theta: np.ndarray) -> float:
     return relative_step() * (rms if rms > 1e-8 else 1.0)
 
 
-def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *, noise: float,
+@dataclass
+class Bounds:
+    """The error estimates a probe needs: cheap ones from the model, and measured ones on demand.
+
+    `noise` bounds one loss evaluation's round-off; `measured` a gradient element's. `refine`
+    returns (noise, measured) from re-running the layer on inputs moved by a few ulps; it costs
+    a forward and a backward, so it is called only when a probe would fail without it.
+    """
+
+    noise: float
+    measured: float = 0.0
+    refine: Callable[[], tuple[float, float]] | None = None
+    refined: bool = False
+
+    def sharpen(self) -> bool:
+        """Take the measured estimates (once); whether anything changed."""
+        if self.refined or self.refine is None:
+            return False
+        self.refined = True
+        noise, measured = self.refine()
+        changed = noise > self.noise or measured > self.measured
+        self.noise, self.measured = max(self.noise, noise), max(self.measured, measured)
+        return changed
+
+
+def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *, noise: float | Bounds,
                  analytic_prec: Precision, terms: int, rng: np.random.Generator, natural: float = 0.0,
                  reference: np.ndarray | None = None, measured: float = 0.0,
-                 probes: int = PROBES_PER_TENSOR) -> ProbeVerdict:
+                 probes: int | None = None) -> ProbeVerdict:
     """Directional probes of one tensor: <grad, v> against d/dt loss(theta + t v), v Gaussian.
 
-    A probe that straddles a kink is accepted when the analytic value lies between the
+    Each probe first takes the central difference at +-t (two forwards): an analytic value
+    that matches it to round-off passes at once (a layer linear in the tensor always does).
+    Otherwise +-2t are added for the Richardson estimate, its truncation error and the kink
+    test. A probe that straddles a kink is accepted when the analytic value lies between the
     one-sided differences; otherwise it is retried with a sparser direction (fewer elements,
     fewer kinks), and left inconclusive when no retry avoids them. `natural` is the per-element
     magnitude of the gradient before cancellation (see Context.natural), which the analytic
     side's round-off is relative to. `reference` is the layer's own float64 gradient when
     `grad` was computed in a lower precision: its gap to `grad` (capped, see observed_roundoff)
-    is that precision's real round-off. `measured` is the gradient's round-off per element as
-    measured by re-running on inputs perturbed by a few ulps (Context.roundoff).
+    is that precision's real round-off. `noise` may be a Bounds whose measured estimates are
+    taken only when a probe would fail on the model's.
     """
+    bounds = noise if isinstance(noise, Bounds) else Bounds(float(noise), measured)
+    if probes is None:
+        probes = 1 if theta.size >= LARGE_TENSOR else PROBES_PER_TENSOR
     verdict = ProbeVerdict()
     g = grad.astype(np.float64)
     t = tensor_step(theta)
@@ -128,19 +159,39 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
                 mask[rng.choice(n, size=support, replace=False)] = True
                 v = v * mask.reshape(theta.shape)
             a = float(np.sum(g * v))
-            s = stencil(lambda tt: loss(theta + tt * v), phi0, t, noise)
-            e_analytic = analytic_prec.eps * analytic_prec.growth(terms) * float(
-                np.sum(np.abs(v) * np.maximum(np.abs(g), natural)))
-            e_analytic = max(e_analytic, measured * float(np.sum(np.abs(v))))
-            if reference is not None:
-                e_analytic = max(e_analytic, observed_roundoff(float(np.sum((g - reference) * v)),
-                                                               float(np.sum(np.abs(reference * v))), analytic_prec))
-            tol = SAFETY * (s.error + e_analytic)
             norm = float(np.linalg.norm(g) * np.linalg.norm(v))
-            if not s.kink:
-                verdict.probes.append(Probe(a, s.richardson, float(tol), False, support, bool(abs(a - s.richardson) <= tol), norm))
+            abs_gv = float(np.sum(np.abs(v) * np.maximum(np.abs(g), natural)))
+            sum_v = float(np.sum(np.abs(v)))
+            ref_gap = None if reference is None else (float(np.sum((g - reference) * v)),
+                                                      float(np.sum(np.abs(reference * v))))
+
+            def e_analytic() -> float:
+                e = max(analytic_prec.eps * analytic_prec.growth(terms) * abs_gv, bounds.measured * sum_v)
+                if ref_gap is not None:
+                    e = max(e, observed_roundoff(ref_gap[0], ref_gap[1], analytic_prec))
+                return e
+
+            vals: dict[float, float] = {}
+
+            def phi(tt: float) -> float:
+                if tt not in vals:
+                    vals[tt] = loss(theta + tt * v)
+                return vals[tt]
+
+            central = (phi(t) - phi(-t)) / (2 * t)
+            fast_tol = SAFETY * (bounds.noise / t + e_analytic())
+            if abs(a - central) <= fast_tol or (bounds.sharpen() and
+                                                abs(a - central) <= SAFETY * (bounds.noise / t + e_analytic())):
+                verdict.probes.append(Probe(a, central, float(SAFETY * (bounds.noise / t + e_analytic())), False,
+                                            support, True, norm))
                 break
-            slack = SAFETY * (ROUNDOFF_WEIGHT * noise / t + e_analytic)
+            s = stencil(phi, phi0, t, bounds.noise)
+            tol = SAFETY * (s.error + e_analytic())
+            if not s.kink:
+                verdict.probes.append(Probe(a, s.richardson, float(tol), False, support,
+                                            bool(abs(a - s.richardson) <= tol), norm))
+                break
+            slack = SAFETY * (ROUNDOFF_WEIGHT * bounds.noise / t + e_analytic())
             if s.lo - slack <= a <= s.hi + slack:
                 verdict.probes.append(Probe(a, s.richardson, tol + (s.hi - s.lo), True, support, True, norm))
                 break

@@ -11,7 +11,9 @@ in float64. Its error has three parts, each estimated, none a fixed atol:
   ``S = sum |out * dout|``;
 * truncation: bounded by ``|D(h) - D(2h)|`` (the gap between the central
   differences at two steps is ~``3 a h^2`` while the Richardson error is
-  ``O(h^4)``);
+  ``O(h^4)``) and by the bends of the one-sided slopes (a kink too small to flag);
+  an analytic value that matches the central difference at ``h`` to round-off
+  needs no truncation bound and passes on two evaluations;
 * the analytic side's own round-off: ``eps_dtype * growth * sum |g * v|`` in the
   dtype the layer ran in (this is what makes float32 bounds float32-appropriate).
 
@@ -44,8 +46,12 @@ KINK_RETRIES = 10
 #: how many ulps (at most) every input is moved by to measure how much round-off each
 #: returned array really carries (see Context.roundoff)
 JITTER_ULPS = 4
-#: directional probes per tensor and example
+#: directional probes per tensor and example; a Gaussian direction misses a given error only
+#: when it is nearly orthogonal to it (probability ~ the tolerance's share of the error, for
+#: any size), so the second probe buys little and a large tensor, where forwards cost, gets one
 PROBES_PER_TENSOR = 2
+#: elements from which a tensor gets a single probe per example
+LARGE_TENSOR = 4096
 #: largest tensor localized element by element; larger ones get a random subset of this size
 LOCALIZE_MAX = 2048
 #: worst elements listed in a message
