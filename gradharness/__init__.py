@@ -8,6 +8,7 @@ from ._declare import Declaration, declaration_of, declared_in, layer
 from ._errors import InvalidArgument
 from ._report import CheckStat, Failure, Report
 from ._strategies import Example
+from ._targets import pytest_checks
 from .adapters import LayerProtocolError, adapt, check_function
 from .checks import REGISTRY as _REGISTRY
 
@@ -29,5 +30,5 @@ def list_checks() -> dict[str, str]:
 __all__ = [
     "CheckStat", "Declaration", "Example", "Failure", "GradientCheckError", "InvalidArgument",
     "LayerProtocolError", "Report", "__version__", "adapt", "assert_layer", "check_function", "check_layer",
-    "declaration_of", "declared_in", "layer", "list_checks",
+    "declaration_of", "declared_in", "layer", "list_checks", "pytest_checks",
 ]

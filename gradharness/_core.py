@@ -77,10 +77,14 @@ def run_example(spec: LayerSpec, ex: Example, active: set[str], counter: Counter
             session.run_base(ctx)
         except LayerCallError as err:
             findings.append(_base_finding(err, dt))
+            if stats is not None and "protocol" in stats.checks:
+                stats.checks["protocol"].ran += 1  # the factory built a layer: that much held
             if err.what == "backward" and ctx.base_out is not None and "forward-shape" in active:
                 # the output is known: a wrong output shape is often why backward failed
                 ctx.base = Trace(ctx.base_out, None, {})
                 shape = REGISTRY["forward-shape"].fn(ctx)
+                if stats is not None and "forward-shape" in stats.checks:
+                    stats.checks["forward-shape"].ran += 1
                 if isinstance(shape, Finding):
                     shape.dtype = str(ctx.dtype)
                     findings.insert(len(findings) - 1, shape)
@@ -174,19 +178,43 @@ def _search(spec: LayerSpec, active: set[str], counter: Counter, stats: _Stats) 
 def _make_path(make: Any) -> str:
     mod = getattr(make, "__module__", None)
     qual = getattr(make, "__qualname__", None)
-    if mod and qual and "<" not in qual:
+    if mod and qual and all(part.isidentifier() for part in f"{mod}.{qual}".split(".")):
         return f"{mod}.{qual}" if mod != "__main__" else qual
     return "make"
 
 
-def _reproduce(target: Any, spec: LayerSpec, check: str, ex: Example, dtype: str, declared: bool) -> str:
+#: options a reproduction line leaves out: the example fixes them, or they only steer the search
+_NOT_REPRODUCED = {"input", "output", "checks", "skip", "dtypes", "example", "max_examples", "seed", "profile", "dims",
+                   "hyper", "name", "timeout"}
+
+
+def _same_option(a: Any, b: Any) -> bool:
+    try:
+        return bool(a is b or a == b)
+    except Exception:  # noqa: BLE001 - incomparable values are different
+        return False
+
+
+def _literal(value: Any) -> bool:
+    """Whether repr(value) reads back as the same value (so a reproduction line can carry it)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_literal(v) for v in value)
+    return False
+
+
+def _reproduce(target: Any, spec: LayerSpec, check: str, ex: Example, dtype: str, declared: bool,
+               given: Mapping[str, Any]) -> str:
     head = f"gradharness.check_layer({_make_path(target)}"
     if not declared:
         head += f", {spec.input_text!r}"
         if spec.output_text is not None:
             head += f", output={spec.output_text!r}"
+    # options given at the call (not in a declaration) that change what the example computes
+    extra = "".join(f", {k}={v!r}" for k, v in given.items() if k not in _NOT_REPRODUCED and _literal(v))
     dt = f", dtypes=({dtype!r},)" if dtype else ""
-    return f"{head}, checks=({check!r},){dt}, example={ex.as_dict()!r})"
+    return f"{head}{extra}, checks=({check!r},){dt}, example={ex.as_dict()!r})"
 
 
 def _validate_first(spec: LayerSpec, ex: Example) -> None:
@@ -247,13 +275,15 @@ def _check(make: Any, given_opts: Mapping[str, Any]) -> Report:
     active = {c.name for c in active_checks}
     failures: list[Failure] = []
     declared = decl is not None
+    # what the call says beyond the declaration (front-ends may pass declared options again)
+    call_only = {k: v for k, v in given_opts.items() if not (declared and _same_option(decl.options.get(k, _UNSET), v))}
 
     def record(ex: Example, findings: list[Finding]) -> None:
         for f in findings:
             if any(x.check == f.check for x in failures):
                 continue
             exd = {**ex.as_dict(), "dtype": f.dtype or None}
-            repro = _reproduce(target, spec, f.check, ex, f.dtype, declared)
+            repro = _reproduce(target, spec, f.check, ex, f.dtype, declared, call_only)
             d = f.diagnosis
             failures.append(Failure(check=f.check, message=format_failure(spec.name, f, exd, repro), example=exd,
                                     layer=spec.name, tensor=f.tensor, summary=f.summary, evidence=f.evidence,
