@@ -28,6 +28,10 @@ class Counter:
     notes: dict[str, int] = field(default_factory=dict)
     #: the calls ("factory", "forward", "backward") that drew from numpy's global random state
     global_rng: set[str] = field(default_factory=set)
+    #: watch every call for global random draws (set once one was seen; it costs ~0.1 ms a call)
+    watch_rng: bool = False
+    #: an example_guard has the alarm handler installed
+    alarm: bool = False
 
     def note(self, text: str, amount: int = 1) -> None:
         self.notes[text] = self.notes.get(text, 0) + amount
@@ -48,33 +52,66 @@ class _CallTimeout(BaseException):
     """Raised by the alarm inside a layer call that ran past its time limit."""
 
 
+_IGNORE_ALL = {"divide": "ignore", "over": "ignore", "under": "ignore", "invalid": "ignore"}
+
+
 def _same_rng_state(a: Any, b: Any) -> bool:
     return a[0] == b[0] and np.array_equal(a[1], b[1]) and tuple(a[2:]) == tuple(b[2:])
 
 
-def call_layer(what: str, fn: Callable[[], Any], describe: Callable[[], str], counter: "Counter",
-               timeout: float | None) -> Any:
-    """Call into the user's layer: printing silenced, numpy's global state restored (and noted),
-    a time limit enforced, and any exception turned into the layer's LayerCallError."""
+@contextlib.contextmanager
+def example_guard(counter: "Counter") -> Iterator[None]:
+    """Around one example: the layer's printing silenced and its floating-point warnings ignored
+    (NaN and inf are checked), numpy's error state and global random state restored afterwards
+    and noted when the layer changed them, and the alarm behind per-call time limits installed."""
     err = np.geterr()
     rng_state = np.random.get_state()
     buf = io.StringIO()
-    alarm = (timeout is not None and hasattr(signal, "setitimer")
-             and threading.current_thread() is threading.main_thread()
-             and signal.getitimer(signal.ITIMER_REAL)[0] == 0)  # never override someone else's alarm
+    # never take over someone else's alarm (pytest-timeout, an outer harness)
+    use_alarm = (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+                 and signal.getitimer(signal.ITIMER_REAL)[0] == 0 and not counter.alarm)
     previous = None
-    if alarm:
+    if use_alarm:
         def on_alarm(signum: int, frame: Any) -> None:
             raise _CallTimeout()
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, float(timeout))  # type: ignore[arg-type]
+        counter.alarm = True
     try:
-        # the layer's own floating-point warnings are its business; NaN and inf are checked
         with contextlib.redirect_stdout(buf), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             np.seterr(all="ignore")
-            return fn()
+            yield
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            counter.alarm = False
+        if np.geterr() != {k: "ignore" for k in err}:
+            counter.note("the layer changed numpy's error state (np.seterr): restored")
+        np.seterr(**err)
+        if not _same_rng_state(np.random.get_state(), rng_state):
+            np.random.set_state(rng_state)
+        printed = buf.getvalue()
+        if printed:
+            counter.note("the layer printed to stdout (silenced)", len(printed))
+
+
+def call_layer(what: str, fn: Callable[[], Any], describe: Callable[[], str], counter: "Counter",
+               timeout: float | None, *, watch: bool = False) -> Any:
+    """Call into the user's layer under its time limit; any exception becomes its LayerCallError.
+
+    With `watch` (the factory and the base forward and backward), or once any call was seen
+    drawing from numpy's global random state, the state is restored after the call, so the
+    harness compares like with like, and the draw is recorded (determinism reports it).
+    """
+    watching = watch or counter.watch_rng
+    before = np.random.get_state() if watching else None
+    alarm = counter.alarm and timeout is not None
+    if alarm:
+        signal.setitimer(signal.ITIMER_REAL, float(timeout))  # type: ignore[arg-type]
+    try:
+        return fn()
     except _CallTimeout:
         raise LayerCallError(what, f"did not return within {timeout:g} s (called with {describe()}); "
                              "raise timeout= if it is only slow") from None
@@ -86,19 +123,16 @@ def call_layer(what: str, fn: Callable[[], Any], describe: Callable[[], str], co
     finally:
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-        changed_err = np.geterr() != {**err, **{k: "ignore" for k in err}}
-        np.seterr(**err)
-        if changed_err:
-            counter.note(f"{what} changed numpy's error state (np.seterr): restored after each call")
-        if not _same_rng_state(np.random.get_state(), rng_state):
-            np.random.set_state(rng_state)
+        # cheap (a few microseconds), and the harness's own arithmetic must not start raising
+        if np.geterr() != _IGNORE_ALL:
+            np.seterr(all="ignore")
+            counter.note("the layer changed numpy's error state (np.seterr): restored")
+        if before is not None and not _same_rng_state(np.random.get_state(), before):
+            np.random.set_state(before)
             counter.global_rng.add(what)
+            counter.watch_rng = True
             counter.note(f"{what} used numpy's global random state (np.random.*): restored after each call; draw "
                          "from the factory's rng instead")
-        printed = buf.getvalue()
-        if printed:
-            counter.note(f"{what} printed to stdout (silenced)", len(printed))
 
 
 def as_array(value: Any, what: str, *, allow_none: bool = False) -> np.ndarray | None:
@@ -164,12 +198,13 @@ class Context:
         for k, v in (params or self.params).items():
             store[k] = v
 
-    def forward_raw(self, x: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    def forward_raw(self, x: np.ndarray, params: Mapping[str, np.ndarray] | None = None, *,
+                    watch: bool = False) -> np.ndarray:
         """Call forward with exactly these arrays; the returned object itself (for aliasing checks)."""
         self.set_params(params)
         self.counter.forward += 1
         out = call_layer("forward", lambda: self.layer.forward(x), lambda: _describe(x, params or self.params),
-                         self.counter, self.spec.timeout)
+                         self.counter, self.spec.timeout, watch=watch)
         arr = as_array(out, "forward")
         assert arr is not None
         return arr
@@ -179,10 +214,10 @@ class Context:
         p = {k: v.copy() for k, v in (params or self.params).items()}
         return self.forward_raw(x.copy(), p).copy()
 
-    def backward_raw(self, dout: np.ndarray) -> tuple[np.ndarray | None, Mapping[str, Any]]:
+    def backward_raw(self, dout: np.ndarray, *, watch: bool = False) -> tuple[np.ndarray | None, Mapping[str, Any]]:
         self.counter.backward += 1
         dx = call_layer("backward", lambda: self.layer.backward(dout), lambda: f"dout: {shape_text(dout)}",
-                        self.counter, self.spec.timeout)
+                        self.counter, self.spec.timeout, watch=watch)
         arr = as_array(dx, "backward", allow_none=self.spec.index_input is not None)
         grads = getattr(self.layer, "grads", None)
         if not isinstance(grads, Mapping):
@@ -213,13 +248,13 @@ class Context:
         """Forward and backward on the example's arrays, watching for in-place writes."""
         x_keep = self.x.copy()
         p_keep = {k: v.copy() for k, v in self.params.items()}
-        out = self.forward_raw(self.x, self.params).copy()
+        out = self.forward_raw(self.x, self.params, watch=True).copy()
         self.base_out = out
         self._note_mutations("forward", x_keep, p_keep, None)
         if self.dout is None:
             self.dout = draw_dout_fn(out.shape).astype(self.dtype)
         dout_keep = self.dout.copy()
-        dx, grads = self.backward_raw(self.dout)
+        dx, grads = self.backward_raw(self.dout, watch=True)
         dx = None if dx is None else dx.copy()
         grads_c: dict[str, np.ndarray] = {}
         for k, g in grads.items():
@@ -413,7 +448,8 @@ def build_layer(spec: LayerSpec, example: Example, rng: np.random.Generator, cou
     """Call the factory; a protocol violation or a raising factory is the layer's failure."""
     sizes = example.sizes(spec)
     counter.build += 1
-    layer = call_layer("factory", lambda: spec.make(sizes, rng), lambda: f"dims={sizes}", counter, spec.timeout)
+    layer = call_layer("factory", lambda: spec.make(sizes, rng), lambda: f"dims={sizes}", counter, spec.timeout,
+                       watch=True)
     for method, fix in (("forward", "forward='...'"), ("backward", "backward='backward_pass'")):
         if not callable(getattr(layer, method, None)):
             raise LayerCallError("factory", missing_method_message(layer, method, fix=fix))

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import FlakyFailure
 
-from ._context import Counter, Session, Trace
+from ._context import Counter, Session, Trace, example_guard
 from ._declare import declaration_of
 from ._errors import InvalidArgument, LayerCallError
 from ._report import NOT_APPLICABLE, CheckStat, Failure, Finding, Report, format_failure
@@ -63,6 +63,12 @@ def _base_finding(err: LayerCallError, dtype: np.dtype | None) -> Finding:
 def run_example(spec: LayerSpec, ex: Example, active: set[str], counter: Counter, stats: _Stats | None,
                 *, detail: bool = False) -> list[Finding]:
     """Every active check on one example, in every dtype it runs in."""
+    with example_guard(counter):
+        return _run_example(spec, ex, active, counter, stats, detail=detail)
+
+
+def _run_example(spec: LayerSpec, ex: Example, active: set[str], counter: Counter, stats: _Stats | None,
+                 *, detail: bool) -> list[Finding]:
     findings: list[Finding] = []
     try:
         session = Session(spec, ex, counter)
@@ -121,6 +127,12 @@ def run_example(spec: LayerSpec, ex: Example, active: set[str], counter: Counter
 def check_findings(spec: LayerSpec, ex: Example, check: str, dtype: np.dtype,
                    counter: Counter) -> list[tuple[Finding, Any]]:
     """One check on one example in one dtype, with localization: (finding, its context) pairs."""
+    with example_guard(counter):
+        return _check_findings(spec, ex, check, dtype, counter)
+
+
+def _check_findings(spec: LayerSpec, ex: Example, check: str, dtype: np.dtype,
+                    counter: Counter) -> list[tuple[Finding, Any]]:
     try:
         session = Session(spec, ex, counter)
         ctx = session.context(dtype)
@@ -222,7 +234,9 @@ def _validate_first(spec: LayerSpec, ex: Example) -> None:
     if spec.bias is None or not spec.bias:
         return
     try:
-        session = Session(spec, ex, Counter())
+        counter = Counter()
+        with example_guard(counter):
+            session = Session(spec, ex, counter)
     except LayerCallError:
         return  # reported as the layer's failure by the search
     unknown = [b for b in spec.bias if b not in session.params64]

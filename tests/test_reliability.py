@@ -81,9 +81,9 @@ def test_printing_and_global_numpy_state_are_restored_and_reported(capsys: pytes
     assert np.geterr() == before
     assert report.passed
     assert capsys.readouterr().out == ""
-    assert any(n.startswith("forward printed to stdout (silenced): ") for n in report.notes)
-    assert any(n.startswith("forward changed numpy's error state") for n in report.notes)
-    assert "note: forward printed" in report.summary()
+    assert any(n.startswith("the layer printed to stdout (silenced): ") for n in report.notes)
+    assert any(n.startswith("the layer changed numpy's error state") for n in report.notes)
+    assert "note: the layer printed" in report.summary()
 
 
 def test_global_rng_is_restored_reported_and_fails_determinism() -> None:
