@@ -210,9 +210,11 @@ class Context:
         return arr
 
     def forward(self, x: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """Forward on copies of x and params; a copy of out."""
-        p = {k: v.copy() for k, v in (params or self.params).items()}
-        return self.forward_raw(x.copy(), p).copy()
+        """Forward on x and params (copies, for a layer seen writing into its inputs); a copy of out."""
+        if self.mutations:
+            params = {k: v.copy() for k, v in (params or self.params).items()}
+            x = x.copy()
+        return self.forward_raw(x, params).copy()
 
     def backward_raw(self, dout: np.ndarray, *, watch: bool = False) -> tuple[np.ndarray | None, Mapping[str, Any]]:
         self.counter.backward += 1
@@ -229,8 +231,8 @@ class Context:
         return arr, grads
 
     def backward(self, dout: np.ndarray) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
-        """Backward on a copy of dout; copies of dx and of every grad."""
-        dx, grads = self.backward_raw(dout.copy())
+        """Backward on dout (a copy, for a layer seen writing into it); copies of dx and of every grad."""
+        dx, grads = self.backward_raw(dout.copy() if self.mutations else dout)
         out_grads: dict[str, np.ndarray] = {}
         for k, g in grads.items():
             a = as_array(g, f"backward (grads[{k!r}])")
@@ -279,16 +281,19 @@ class Context:
                 continue
             if any(m.array == name for m in self.mutations):
                 continue
-            diff = np.abs(now.astype(np.float64) - before.astype(np.float64))
-            changed = ~((now == before) | (np.isnan(now.astype(np.float64)) & np.isnan(before.astype(np.float64))))
+            diff = np.abs(np.asarray(now, dtype=np.float64) - np.asarray(before, dtype=np.float64))
+            changed = ~((now == before) | (np.isnan(np.asarray(now, dtype=np.float64)) & np.isnan(np.asarray(before, dtype=np.float64))))
             if np.any(changed):
                 idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(np.where(changed, np.nan_to_num(diff, nan=np.inf), -1))), now.shape)) if now.ndim else ()
                 self.mutations.append(Mutation(call, name, float(np.nanmax(np.where(changed, diff, 0))), idx))
 
     # ----- the float64 reference the numerical side uses ----------------------
+    # float64 copies made once (after the base trace, whose values they are)
     @property
     def x_ref(self) -> np.ndarray:
-        return self.x if self.spec.index_input is not None else self.x.astype(REFERENCE)
+        if "x_ref" not in self._ref_cache:
+            self._ref_cache["x_ref"] = self.x.copy() if self.spec.index_input is not None else self.x.astype(REFERENCE)
+        return self._ref_cache["x_ref"]
 
     @property
     def params_ref(self) -> dict[str, np.ndarray]:
@@ -298,8 +303,10 @@ class Context:
 
     @property
     def dout_ref(self) -> np.ndarray:
-        assert self.dout is not None
-        return self.dout.astype(REFERENCE)
+        if "dout_ref" not in self._ref_cache:
+            assert self.dout is not None
+            self._ref_cache["dout_ref"] = self.dout.astype(REFERENCE)
+        return self._ref_cache["dout_ref"]
 
     def _reference_trace(self) -> Trace:
         """Forward and backward in float64 at this example's (rounded) values."""
@@ -314,7 +321,7 @@ class Context:
 
     def out_ref(self) -> np.ndarray:
         """The float64 forward at this example's (rounded) values."""
-        return self._reference_trace().out.astype(REFERENCE)
+        return np.asarray(self._reference_trace().out, dtype=REFERENCE)
 
     def grad_ref(self, tensor: str) -> np.ndarray | None:
         """The layer's own float64 gradient at this example's values, when this run is in another dtype.
@@ -326,7 +333,7 @@ class Context:
             return None
         tr = self._reference_trace()
         g = tr.dx if tensor == "x" else tr.grads.get(tensor)
-        return None if g is None else g.astype(REFERENCE)
+        return None if g is None else np.asarray(g, dtype=REFERENCE)
 
     def loss_ref(self, tensor: str, value: np.ndarray) -> float:
         """L = <out, dout> in float64 with one tensor ("x" or a param name) replaced."""
@@ -336,7 +343,7 @@ class Context:
             params = dict(self.params_ref)
             params[tensor] = value
             out = self.forward_raw(self.x_ref, params)
-        return float(np.sum(out.astype(REFERENCE) * self.dout_ref))
+        return float(np.sum(np.asarray(out, dtype=REFERENCE) * self.dout_ref))
 
     def loss_scale(self) -> float:
         """S = sum |out * dout|: the magnitude the loss's round-off is relative to."""
@@ -386,8 +393,8 @@ class Context:
                     if a is None or b is None or a.shape != b.shape:
                         continue
                     with np.errstate(all="ignore"):
-                        delta = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
-                    size = float(np.max(np.abs(b.astype(np.float64)))) if b.size else 0.0
+                        delta = float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))) if a.size else 0.0
+                    size = float(np.max(np.abs(np.asarray(b, dtype=np.float64)))) if b.size else 0.0
                     if np.isfinite(delta) and delta <= np.sqrt(self.prec.eps) * max(size, 1e-300):
                         found[name] = delta
             self.memo["jitter"] = found
@@ -439,8 +446,8 @@ def _jitter_delta(a: np.ndarray, b: np.ndarray, prec: Precision) -> np.ndarray |
     if a.shape != b.shape:
         return None
     with np.errstate(all="ignore"):
-        d = np.abs(a.astype(np.float64) - b.astype(np.float64))
-        ok = np.isfinite(d) & (d <= np.sqrt(prec.eps) * np.maximum(np.abs(b.astype(np.float64)), 1e-300))
+        d = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+        ok = np.isfinite(d) & (d <= np.sqrt(prec.eps) * np.maximum(np.abs(np.asarray(b, dtype=np.float64)), 1e-300))
     return np.where(ok, d, 0.0)
 
 

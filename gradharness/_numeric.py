@@ -147,7 +147,7 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
     if probes is None:
         probes = 1 if theta.size >= LARGE_TENSOR else PROBES_PER_TENSOR
     verdict = ProbeVerdict()
-    g = grad.astype(np.float64)
+    g = np.asarray(grad, dtype=np.float64)
     t = tensor_step(theta)
     n = theta.size
     for _ in range(probes):
@@ -232,8 +232,8 @@ def localize(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *, no
     n = theta.size
     full = n <= limit
     flat_idx = np.arange(n) if full else np.sort(rng.choice(n, size=limit, replace=False))
-    g = grad.astype(np.float64).reshape(-1)
-    ref_flat = None if reference is None else reference.astype(np.float64).reshape(-1)
+    g = np.asarray(grad, dtype=np.float64).reshape(-1)
+    ref_flat = None if reference is None else np.asarray(reference, dtype=np.float64).reshape(-1)
     t = tensor_step(theta)
     an, nu, tol, kink = [], [], [], []
     for i in flat_idx:

@@ -76,7 +76,7 @@ def _close(ctx: Context, a: np.ndarray, b: np.ndarray, scale: float | None = Non
         return False, float("inf"), 0.0
     if np.array_equal(a, b):
         return True, 0.0, 0.0  # bit-identical, as repeated deterministic calls usually are
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     with np.errstate(all="ignore"):
         diff = _max_abs(a64 - b64)
     if not np.isfinite(diff):
@@ -295,7 +295,7 @@ def _grad_finding(ctx: Context, check_name: str, tensor: str, label: str, value:
                               "numeric": float(loc.numeric[i])} for i in order]})
         if loc.full and value.size <= 4096:
             ev["numeric_gradient"] = loc.numeric.reshape(value.shape).tolist()
-            ev["analytic_gradient"] = grad.astype(np.float64).tolist()
+            ev["analytic_gradient"] = np.asarray(grad, dtype=np.float64).tolist()
     lines.append(f"Directional probe: <{label}, v> = {fmt(worst.analytic).strip()} analytic, "
                  f"{fmt(worst.numeric).strip()} numeric, tolerance {worst.tol:.2g}")
     return Finding(check_name, f"{label} does not match the numerical derivative", tensor, lines, ev, data=data)
@@ -378,7 +378,7 @@ def bias(ctx: Context) -> Result:
         params = dict(ctx.params_ref)
         params[k] = p + delta
         moved = ctx.forward(ctx.x_ref, params).astype(np.float64) - out_ref
-        g = b.grads[k].astype(np.float64)
+        g = np.asarray(b.grads[k], dtype=np.float64)
         if _max_abs(moved) <= ctx.ref.close(max(_max_abs(out_ref), 1.0), ctx.terms()):
             # a bias behind a nonlinearity that is flat here (a dead ReLU) moves nothing, and
             # then its gradient is zero too; a gradient without an effect is the bug
@@ -475,7 +475,7 @@ def param_grad_additivity(ctx: Context) -> Result:
             continue
         ok, diff, tol = _close(ctx, g, ga + gc, scale=_max_abs(ga) + _max_abs(gc) + _max_abs(g), grad_of=k)
         if not ok:
-            ratio = _ratio(g.astype(np.float64), (ga + gc).astype(np.float64))
+            ratio = _ratio(np.asarray(g, dtype=np.float64), (ga + gc).astype(np.float64))
             n = ctx.x.shape[0]
             hint = "A mean over the batch where the loss sums, only the first sample, or a stale cache?"
             if ratio:
@@ -575,7 +575,7 @@ def backward_linearity(ctx: Context) -> Result:
     for name, of, g1, gb, gcomb in pairs:
         if not (g1.shape == gb.shape == gcomb.shape):
             continue
-        expect = alpha * g1.astype(np.float64) + beta * gb.astype(np.float64)
+        expect = alpha * np.asarray(g1, dtype=np.float64) + beta * np.asarray(gb, dtype=np.float64)
         ok, diff, tol = _close(ctx, gcomb, expect, scale=abs(alpha) * _max_abs(g1) + abs(beta) * _max_abs(gb),
                                grad_of=of, weight=abs(alpha) + abs(beta))
         if not ok:
@@ -637,7 +637,7 @@ def backward_repeatable(ctx: Context) -> Result:
         for name, of, first, again in pairs:
             ok, diff, tol = _close(ctx, again, first, grad_of=of)
             if not ok:
-                ratio = _ratio(again.astype(np.float64), first.astype(np.float64))
+                ratio = _ratio(np.asarray(again, dtype=np.float64), np.asarray(first, dtype=np.float64))
                 hint = "Gradients accumulate (+=) instead of being set, or backward changes state it reads."
                 stale = when.startswith("forward on other values")
                 if stale:
@@ -695,7 +695,7 @@ def params_live(ctx: Context) -> Result:
     # one param per example (three forwards each); the examples take turns over all of them
     for k in [names[int(ctx.rng.integers(len(names)))]]:
         p = ctx.params[k]
-        new = (p + ctx.rng.standard_normal(p.shape) * max(float(np.sqrt(np.mean(p.astype(np.float64) ** 2))), 1.0) * 0.5).astype(ctx.dtype)
+        new = (p + ctx.rng.standard_normal(p.shape) * max(float(np.sqrt(np.mean(np.asarray(p, dtype=np.float64) ** 2))), 1.0) * 0.5).astype(ctx.dtype)
         replaced = dict(ctx.params)
         replaced[k] = new.copy()
         out_r = ctx.forward(ctx.x, replaced)
