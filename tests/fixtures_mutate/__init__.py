@@ -1,0 +1,1 @@
+"""Small declared layers for the mutation tests (tests/test_mutate*.py)."""

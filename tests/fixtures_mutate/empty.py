@@ -1,0 +1,1 @@
+"""A module without declared layers (the CLI's exit code 5)."""
