@@ -255,7 +255,7 @@ def check_layer(make: Callable[..., Any], input: str = _UNSET, *, output: str | 
                 max_examples: int = _UNSET, seed: int | None = _UNSET, checks: Sequence[str] | None = _UNSET,
                 skip: Sequence[str] = _UNSET, profile: str = _UNSET, redraw_params: bool = _UNSET,
                 name: str | None = _UNSET, example: Any = _UNSET, timeout: float | None = _UNSET,
-                **unknown: Any) -> Report:
+                reference: Callable[[Any, np.ndarray], Any] | None = _UNSET, **unknown: Any) -> Report:
     """Check a layer built by ``make(dims, rng)`` against its contracts; return a Report.
 
     ``input`` defaults to "n d_in"; options left out come from the layer's declaration
@@ -265,7 +265,8 @@ def check_layer(make: Callable[..., Any], input: str = _UNSET, *, output: str | 
         input=input, output=output, dims=dims, hyper=hyper, derived=derived, constraints=constraints, bias=bias,
         elementwise=elementwise, batch_independent=batch_independent, domain=domain, index_input=index_input,
         dtypes=dtypes, max_examples=max_examples, seed=seed, checks=checks, skip=skip, profile=profile,
-        redraw_params=redraw_params, name=name, example=example, timeout=timeout).items() if v is not _UNSET}
+        redraw_params=redraw_params, name=name, example=example, timeout=timeout,
+        reference=reference).items() if v is not _UNSET}
     # unknown keywords get the closest known one, not Python's bare TypeError
     validate_option_names(unknown, where="check_layer")
     return _check(make, given_opts)

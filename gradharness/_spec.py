@@ -25,7 +25,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 OPTION_NAMES = (
     "input", "output", "dims", "hyper", "derived", "constraints", "bias", "elementwise",
     "batch_independent", "domain", "index_input", "dtypes", "max_examples", "seed", "checks",
-    "skip", "profile", "redraw_params", "name", "example", "timeout",
+    "skip", "profile", "redraw_params", "name", "example", "timeout", "reference",
 )
 #: seconds one call into the layer (factory, forward or backward) may take
 DEFAULT_TIMEOUT = 60.0
@@ -123,6 +123,8 @@ class LayerSpec:
     redraw_params: bool
     example: Any = None
     timeout: float | None = DEFAULT_TIMEOUT
+    #: reference(layer, x) -> out: what forward should compute (a known-value oracle), or None
+    reference: Callable[[Any, np.ndarray], Any] | None = None
     input_text: str = ""
     output_text: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -285,6 +287,10 @@ def build_spec(make: Any, input: Any, options: Mapping[str, Any]) -> LayerSpec:
     if profile not in PROFILES:
         raise InvalidArgument("profile", profile, f"one of {', '.join(PROFILES)}")
     redraw = _as_bool("redraw_params", options.get("redraw_params", True))
+    reference = options.get("reference")
+    if reference is not None and not callable(reference):
+        raise InvalidArgument("reference", reference, "a callable reference(layer, x) -> out computing what forward "
+                              "should, or None")
     timeout = options.get("timeout", DEFAULT_TIMEOUT)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not timeout > 0 or not math.isfinite(timeout)):
@@ -296,7 +302,8 @@ def build_spec(make: Any, input: Any, options: Mapping[str, Any]) -> LayerSpec:
         elementwise=elementwise, batch_independent=batch_independent, domain=(lo, hi),
         index_input=index_input, dtypes=tuple(dtypes), max_examples=max_examples, seed=seed,
         checks=checks_t, skip=skip, profile=profile, redraw_params=redraw,
-        example=options.get("example"), timeout=None if timeout is None else float(timeout), input_text=input,
+        example=options.get("example"), timeout=None if timeout is None else float(timeout), reference=reference,
+        input_text=input,
         output_text=out_text,
     )
 

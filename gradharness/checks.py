@@ -742,9 +742,34 @@ def determinism(ctx: Context) -> Result:
     return None
 
 
+@check("forward-reference", applies=lambda spec: spec.reference is not None)
+def forward_reference(ctx: Context) -> Result:
+    """forward computes what the declared reference implementation does (a known-value oracle)"""
+    b = ctx.base
+    assert b is not None
+    ctx.set_params(None)
+    try:
+        expected = np.asarray(ctx.spec.reference(ctx.layer, ctx.x.copy()), dtype=np.float64)  # type: ignore[misc]
+    except Exception as exc:  # noqa: BLE001 - the user's reference, reported
+        return Finding("forward-reference", f"the reference raised {type(exc).__name__}: {exc}", "out",
+                       ["reference(layer, x) must compute out from x and the layer's params and state"])
+    if expected.shape != b.out.shape:
+        return Finding("forward-reference", f"out has shape {b.out.shape}, the reference gives {expected.shape}", "out")
+    ok, diff, tol = _close(ctx, b.out, expected, output=True)
+    if not ok:
+        worst = np.unravel_index(int(np.argmax(np.abs(np.asarray(b.out, dtype=np.float64) - expected))),
+                                 b.out.shape) if b.out.ndim else ()
+        return Finding("forward-reference", "out differs from the reference implementation: the forward computes "
+                       "another function (whose backward may well be its exact derivative)", "out",
+                       [f"max difference {diff:.3g} at {tuple(int(i) for i in worst)} (tolerance {tol:.2g})",
+                        "Gradient checks compare backward with forward; only a reference can say forward is right."],
+                       {"max_abs": diff})
+    return None
+
+
 CHECK_ORDER = ("protocol", "forward-shape", "backward-shape", "dtype", "finite", "grad-input", "grad-params",
                "bias", "param-grad-additivity", "batch-independence", "elementwise", "backward-linearity",
-               "backward-repeatable", "no-mutation", "no-aliasing", "params-live", "determinism")
+               "backward-repeatable", "no-mutation", "no-aliasing", "params-live", "determinism", "forward-reference")
 assert set(CHECK_ORDER) == set(REGISTRY), "every check has a place in the report's order"
 
 

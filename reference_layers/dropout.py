@@ -6,10 +6,17 @@ import numpy as np
 from gradharness import layer
 
 
+def dropout_reference(layer: "Dropout", x: np.ndarray) -> np.ndarray:
+    """What Dropout computes: the layer's fixed mask, survivors scaled by 1 / (1 - p)."""
+    keep = np.random.default_rng(layer.seed).random(x.shape) >= layer.p
+    return np.where(keep, x / (1 - layer.p), 0.0)
+
+
 @layer(
     input="n d",
     output="n d",
     hyper={"p": [0.1, 0.5]},
+    reference=dropout_reference,
     elementwise=True,
     batch_independent=False,  # the mask is drawn for the whole input shape
 )

@@ -6,6 +6,20 @@ import numpy as np
 from gradharness import layer
 
 
+def batchnorm_reference(layer: "BatchNorm1d", x: np.ndarray) -> np.ndarray:
+    """What BatchNorm1d computes, written out plainly (the known-value oracle of its spec)."""
+    mean = x.mean(axis=0)
+    var = ((x - mean) ** 2).mean(axis=0)
+    return layer.params["gamma"] * (x - mean) / np.sqrt(var + layer.eps) + layer.params["beta"]
+
+
+def layernorm_reference(layer: "LayerNorm", x: np.ndarray) -> np.ndarray:
+    """What LayerNorm computes, written out plainly (the known-value oracle of its spec)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return layer.params["gamma"] * (x - mean) / np.sqrt(var + layer.eps) + layer.params["beta"]
+
+
 @layer(
     input="n d",
     output="n d",
@@ -15,6 +29,7 @@ from gradharness import layer
     hyper={"eps": [1e-5]},
     bias=("beta",),
     batch_independent=False,  # every row is normalized with statistics of the whole batch
+    reference=batchnorm_reference,
 )
 class BatchNorm1d:
     """Batch normalization in training mode: each feature is normalized over the batch axis."""
@@ -49,6 +64,7 @@ class BatchNorm1d:
     dims={"d": (3, 6)},
     hyper={"eps": [1e-5]},
     bias=("beta",),
+    reference=layernorm_reference,
 )
 class LayerNorm:
     """Layer normalization: each row is normalized over its last axis."""

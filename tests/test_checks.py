@@ -63,7 +63,7 @@ def test_correct_linear_passes_every_check() -> None:
     report = _linear(None)
     assert report.passed, report
     ran = {n for n, s in report.checks.items() if s.status == "passed"}
-    assert ran >= set(CHECK_ORDER) - {"elementwise"}
+    assert ran >= set(CHECK_ORDER) - {"elementwise", "forward-reference"}
 
 
 def test_batch_centered_layer_passes_gradient_checks() -> None:
@@ -153,3 +153,25 @@ def test_every_check_has_a_one_line_doc_and_kebab_name() -> None:
 
 def test_list_checks_matches_registry() -> None:
     assert list(gh.list_checks()) == list(CHECK_ORDER)
+
+
+def test_forward_reference_catches_a_forward_only_bug() -> None:
+    # the mutant's backward is the exact derivative of its own (wrong) forward: only an oracle sees it
+    import reference_layers as rl
+    from reference_layers.losses import mse_reference
+
+    class MSEWithoutTarget(rl.MSELoss):
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            self.diff = x
+            return np.asarray(np.mean(self.diff**2))
+
+    decl = gh.declaration_of(rl.MSELoss)
+    assert decl is not None and decl.options["reference"] is mse_reference
+    report = gh.check_layer(gh.layer(**decl.options)(MSEWithoutTarget), **FAST)
+    assert report.failed_checks() == ["forward-reference"]
+    assert "out differs from the reference implementation" in report.failures[0].message
+    assert gh.check_layer(rl.MSELoss, **FAST).checks["forward-reference"].status == "passed"
+
+
+def test_forward_reference_not_applicable_without_one() -> None:
+    assert _linear(None).checks["forward-reference"].status == "not-applicable"

@@ -91,9 +91,9 @@ def test_check_passing_layer_exit_0(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines([
         ("checks: 1=protocol  2=forward-shape  3=backward-shape  4=dtype  5=finite  6=grad-input  7=grad-params  "
         "8=bias  9=param-grad-additivity  10=batch-independence  11=elementwise  12=backward-linearity  "
-        "13=backward-repeatable  14=no-mutation  15=no-aliasing  16=params-live  17=determinism"),
-        "layer                     1  2  3  4  5  6  7  8  9 10 11 12 13 14 15 16 17  result",
-        "Good                      .  .  .  .  .  .  .  .  .  .  -  .  .  .  .  .  .  passed (* examples, *f/*b, *s)",
+        "13=backward-repeatable  14=no-mutation  15=no-aliasing  16=params-live  17=determinism  18=forward-reference"),
+        "layer                     1  2  3  4  5  6  7  8  9 10 11 12 13 14 15 16 17 18  result",
+        "Good                      .  .  .  .  .  .  .  .  .  .  -  .  .  .  .  .  .  -  passed (* examples, *f/*b, *s)",
         "",
         "1 layer: 1 passed, 0 failed; * forward and * backward calls in *s",
     ])
@@ -104,8 +104,8 @@ def test_check_failing_layer_exit_1_with_message(pytester: pytest.Pytester) -> N
     result = run(pytester, "check", "mylayers", "--max-examples", "10", "--seed", "1")
     assert result.ret == 1
     result.stdout.re_match_lines([
-        r"Good +(\.  ){10}-  (\.  ){5}\. +passed \(",
-        r"FirstSampleBias +\.  \.  \.  \.  \.  \.  F  F  F  \.  -  \.  \.  \.  \.  \.  \. +FAILED \(",
+        r"Good +(\.  ){10}-  (\.  ){6}- +passed \(",
+        r"FirstSampleBias +\.  \.  \.  \.  \.  \.  F  F  F  \.  -  \.  \.  \.  \.  \.  \.  - +FAILED \(",
         re.escape("[grad-params] FirstSampleBias, array 'b' (float64): grads['b'] does not match the numerical derivative"),
         re.escape("  Reproduce: gradharness.check_layer(mylayers.FirstSampleBias, checks=('grad-params',), "
                   "dtypes=('float64',), example={'dims': {'n': 2, 'd_in': 3, 'd_out': 4}, 'hyper': {}, 'seed': 2, "
@@ -262,9 +262,9 @@ def test_junitxml(pytester: pytest.Pytester, cli: Any) -> None:
     root = ET.parse(pytester.path / "out" / "j.xml").getroot()
     suite = root.find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped"), suite.get("errors")) == ("34", "3", "2", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped"), suite.get("errors")) == ("36", "3", "4", "0")
     cases = {(c.get("classname"), c.get("name")): c for c in suite.iter("testcase")}
-    assert len(cases) == 34
+    assert len(cases) == 36
     bad = cases[("mylayers.FirstSampleBias", "grad-params")]
     failure = bad.find("failure")
     assert failure is not None
@@ -358,7 +358,7 @@ def test_checks_option_runs_only_those(pytester: pytest.Pytester, cli: Any) -> N
     result = cli("check", "mylayers", "--checks", "grad-input,determinism", "--max-examples", "3",
                  "--seed", "1")
     assert result.ret == 0
-    result.stdout.re_match_lines([r"Good +s  s  s  s  s  \.  s  s  s  s  s  s  s  s  s  s  \.  passed \("])
+    result.stdout.re_match_lines([r"Good +s  s  s  s  s  \.  s  s  s  s  s  s  s  s  s  s  \.  s  passed \("])
 
 
 class _Tty(io.StringIO):

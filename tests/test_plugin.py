@@ -57,8 +57,8 @@ test_buggy = gradharness.pytest_checks(FirstSampleBias)
 
 FAST = ("-p", "no:cacheprovider", "--gradharness-max-examples", "8", "--gradharness-seed", "1")
 ALL_BUT_ELEMENTWISE = [c for c in CHECK_ORDER if c != "elementwise"]
-ROW_GOOD = r"Good +(\.  ){10}-  (\.  ){5}\. +passed \(\d+ examples, \d+f/\d+b, [\d.]+s\)"
-ROW_BUGGY = (r"FirstSampleBias +\.  \.  \.  \.  \.  \.  F  F  F  \.  -  \.  \.  \.  \.  \.  \. +"
+ROW_GOOD = r"Good +(\.  ){10}-  (\.  ){6}- +passed \(\d+ examples, \d+f/\d+b, [\d.]+s\)"
+ROW_BUGGY = (r"FirstSampleBias +\.  \.  \.  \.  \.  \.  F  F  F  \.  -  \.  \.  \.  \.  \.  \.  - +"
              r"FAILED \(\d+ examples, \d+f/\d+b, [\d.]+s\)")
 
 
@@ -83,7 +83,7 @@ def test_one_item_per_check_with_readable_ids(project: pytest.Pytester) -> None:
 
 def test_outcomes_messages_and_summary(project: pytest.Pytester) -> None:
     result = project.runpytest(*FAST, "-rfs")
-    result.assert_outcomes(passed=29, failed=3, skipped=2)
+    result.assert_outcomes(passed=29, failed=3, skipped=4)
     result.stdout.re_match_lines([
         r"_+ test_buggy\[grad-params\] _+",
         re.escape("[grad-params] FirstSampleBias, array 'b' (float64): grads['b'] does not match the numerical "
@@ -98,7 +98,7 @@ def test_outcomes_messages_and_summary(project: pytest.Pytester) -> None:
         r"_+ test_buggy\[param-grad-additivity\] _+",
         r"=+ gradharness =+",
         r"checks: 1=protocol  2=forward-shape  3=backward-shape .*  17=determinism",
-        r"layer +1  2  3  4  5  6  7  8  9 10 11 12 13 14 15 16 17  result",
+        r"layer +1  2  3  4  5  6  7  8  9 10 11 12 13 14 15 16 17 18  result",
         ROW_GOOD,
         ROW_BUGGY,
         re.escape(". passed  F failed  - not applicable  s skipped  E error  x xfailed  X xpassed  (blank) not selected"),
@@ -131,7 +131,7 @@ test_layers = gradharness.pytest_checks(mylayers.Good, "mylayers:FirstSampleBias
 
 def test_k_selects_checks_and_runs_only_those(project: pytest.Pytester) -> None:
     result = project.runpytest(*FAST, "-k", "bias", "--gradharness-json", "r.json")
-    result.assert_outcomes(passed=1, failed=1, deselected=32)
+    result.assert_outcomes(passed=1, failed=1, deselected=34)
     result.stdout.re_match_lines([row("Good", {"bias": "."}), row("FirstSampleBias", {"bias": "F"})])
     doc = json.loads((project.path / "r.json").read_text())
     good = doc["layers"][0]
@@ -141,7 +141,7 @@ def test_k_selects_checks_and_runs_only_those(project: pytest.Pytester) -> None:
 
 def test_json_report(project: pytest.Pytester) -> None:
     result = project.runpytest(*FAST, "--gradharness-json", "out/report.json")
-    result.assert_outcomes(passed=29, failed=3, skipped=2)
+    result.assert_outcomes(passed=29, failed=3, skipped=4)
     doc = json.loads((project.path / "out" / "report.json").read_text())
     assert doc["schema_version"] == 1 and doc["front_end"] == "pytest" and doc["passed"] is False
     assert doc["seed"] == 1 and doc["settings"] == {"max_examples": 8, "seed": 1}
@@ -160,7 +160,7 @@ def test_junit_properties(project: pytest.Pytester) -> None:
     project.runpytest(*FAST, "--junitxml", "junit.xml")
     root = ET.parse(project.path / "junit.xml").getroot()
     cases = {c.get("name"): c for c in root.iter("testcase")}
-    assert len(cases) == 34
+    assert len(cases) == 36
 
     def props(name: str) -> dict[str, str]:
         return {p.get("name"): p.get("value") for p in cases[name].iter("property")}
@@ -183,7 +183,7 @@ def test_xdist_same_outcomes_and_one_aggregated_json(project: pytest.Pytester) -
     # no seed given: the controller draws one and every worker uses it
     result = project.runpytest_subprocess("-p", "no:cacheprovider", "--gradharness-max-examples", "8", "-n", "2",
                                           "--gradharness-json", "dist.json")
-    result.assert_outcomes(passed=29, failed=3, skipped=2)
+    result.assert_outcomes(passed=29, failed=3, skipped=4)
     result.stdout.re_match_lines([r"gradharness: seed \d+ \(random; --gradharness-seed \d+ repeats this run\)",
                                   r"=+ gradharness =+", ROW_GOOD, ROW_BUGGY,
                                   r"2 layers: 1 passed, 1 failed; \d+ forward and \d+ backward calls"])
@@ -194,7 +194,7 @@ def test_xdist_same_outcomes_and_one_aggregated_json(project: pytest.Pytester) -
     # one process, the same seed: the same outcomes, checks and failures
     single = project.runpytest("-p", "no:cacheprovider", "--gradharness-max-examples", "8", "--gradharness-seed",
                                str(seed), "--gradharness-json", "single.json")
-    single.assert_outcomes(passed=29, failed=3, skipped=2)
+    single.assert_outcomes(passed=29, failed=3, skipped=4)
     one = json.loads((project.path / "single.json").read_text())
     assert len(dist["layers"]) == 2
     for x, y in zip(one["layers"], dist["layers"]):
@@ -220,7 +220,7 @@ gradharness_json = "from-ini.json"
     ids = [ln for ln in result.outlines if ln.startswith("test_layers.py::test_good")]
     assert ids == [f"test_layers.py::test_good[{c}]" for c in CHECK_ORDER if c not in ("no-aliasing", "determinism")]
     result = pytester.runpytest("-p", "no:cacheprovider", "--gradharness-skip", "params-live")
-    result.assert_outcomes(passed=23, failed=3, skipped=2)
+    result.assert_outcomes(passed=23, failed=3, skipped=4)
     doc = json.loads((pytester.path / "from-ini.json").read_text())
     assert doc["seed"] == 11  # the ini key wins over [tool.gradharness]
     assert doc["settings"] == {"max_examples": 3, "seed": 11, "skip": ["no-aliasing", "determinism", "params-live"]}
@@ -275,7 +275,7 @@ test_crash = gradharness.pytest_checks(Crashing)
 ''')
     pytester.syspathinsert()
     result = pytester.runpytest(*FAST, "-rs")
-    result.assert_outcomes(failed=1, passed=2, skipped=14)  # protocol and forward-shape held
+    result.assert_outcomes(failed=1, passed=2, skipped=15)  # protocol and forward-shape held
     result.stdout.re_match_lines([
         r"_+ test_crash\[backward-shape\] _+",
         r"\[backward-shape\] Crashing \(float64\): backward raised RuntimeError: boom",
@@ -283,7 +283,7 @@ test_crash = gradharness.pytest_checks(Crashing)
     ])
     # a crash is reported whatever -k selects: on the first selected item
     result = pytester.runpytest(*FAST, "-k", "grad-input")
-    result.assert_outcomes(failed=1, deselected=16)
+    result.assert_outcomes(failed=1, deselected=17)
     result.stdout.re_match_lines([
         re.escape("[grad-input] Crashing: not run, but the layer failed checks not selected in this run "
                   "(backward-shape):"),
