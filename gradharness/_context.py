@@ -279,7 +279,7 @@ class Context:
         for name, now, before in pairs:
             if not isinstance(now, np.ndarray) or now.shape != before.shape:
                 continue
-            if any(m.array == name for m in self.mutations):
+            if any(m.array == name for m in self.mutations) or np.array_equal(now, before, equal_nan=True):
                 continue
             diff = np.abs(np.asarray(now, dtype=np.float64) - np.asarray(before, dtype=np.float64))
             changed = ~((now == before) | (np.isnan(np.asarray(now, dtype=np.float64)) & np.isnan(np.asarray(before, dtype=np.float64))))

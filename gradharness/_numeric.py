@@ -148,6 +148,8 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
         probes = 1 if theta.size >= LARGE_TENSOR else PROBES_PER_TENSOR
     verdict = ProbeVerdict()
     g = np.asarray(grad, dtype=np.float64)
+    g_norm = float(np.sqrt(np.sum(g * g)))
+    g_abs = np.maximum(np.abs(g), natural)
     t = tensor_step(theta)
     n = theta.size
     for _ in range(probes):
@@ -159,9 +161,10 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
                 mask[rng.choice(n, size=support, replace=False)] = True
                 v = v * mask.reshape(theta.shape)
             a = float(np.sum(g * v))
-            norm = float(np.linalg.norm(g) * np.linalg.norm(v))
-            abs_gv = float(np.sum(np.abs(v) * np.maximum(np.abs(g), natural)))
-            sum_v = float(np.sum(np.abs(v)))
+            abs_v = np.abs(v)
+            norm = g_norm * float(np.sqrt(np.sum(v * v)))
+            abs_gv = float(np.sum(abs_v * g_abs))
+            sum_v = float(np.sum(abs_v))
             ref_gap = None if reference is None else (float(np.sum((g - reference) * v)),
                                                       float(np.sum(np.abs(reference * v))))
 
