@@ -443,7 +443,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     for action in p._subparsers._group_actions if p._subparsers else []:
         for subp in getattr(action, "choices", {}).values():
             subp.error = usage_error
-    try:
+    def dispatch() -> int:
         args = p.parse_args(argv)
         handler = getattr(args, "handler", None)
         if callable(handler):
@@ -454,8 +454,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return run_list(out)
         p.print_help(out)
         return USAGE
+
+    return guarded("gradharness", dispatch)
+
+
+def guarded(prog: str, command: Callable[[], int]) -> int:
+    """Run a command, turning what it raises into pytest-style exit codes and one-line messages."""
+    try:
+        return command()
     except UsageError as exc:
-        print(f"gradharness: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return USAGE
     except KeyboardInterrupt:
         print("gradharness: interrupted", file=sys.stderr)

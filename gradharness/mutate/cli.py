@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -179,23 +178,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         raise usage(message)
 
     p.error = usage_error  # type: ignore[method-assign]
-    try:
-        args = p.parse_args(argv)
-        return run(args, out)
-    except usage as exc:
-        print(f"gradharness mutate: error: {exc}", file=sys.stderr)
-        return USAGE
-    except KeyboardInterrupt:
-        print("gradharness: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    except BrokenPipeError:
-        # the reader (head, a pager) went away: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return OK
-    except Exception:  # noqa: BLE001 - an internal error, reported with its traceback
-        print("gradharness: internal error\n" + traceback.format_exc(), file=sys.stderr)
-        return INTERNAL
+    from ..cli import guarded
+
+    return guarded("gradharness mutate", lambda: run(p.parse_args(argv), out))
 
 
 if __name__ == "__main__":
