@@ -14,7 +14,7 @@ from ._context import Counter, Session, Trace, example_guard
 from ._declare import declaration_of
 from ._errors import InvalidArgument, LayerCallError
 from ._report import NOT_APPLICABLE, CheckStat, Failure, Finding, Report, format_failure
-from ._spec import DEFAULT_INPUT, LayerSpec, build_spec, validate_option_names
+from ._spec import DEFAULT_INPUT, DimRange, LayerSpec, build_spec, validate_option_names
 from ._strategies import Example, examples, guaranteed_examples
 from .checks import CHECK_ORDER, REGISTRY, Check, applicable
 from .diagnose import diagnose
@@ -35,6 +35,11 @@ class _Found(Exception):
         self.findings = findings
 
 
+class _BudgetSpent(BaseException):
+    """Ends a Hypothesis search when the time budget is spent (a BaseException: Hypothesis lets
+    it through at once instead of shrinking it as a failure)."""
+
+
 class GradientCheckError(AssertionError):
     """Raised by assert_layer: the report is attached as `.report`."""
 
@@ -49,6 +54,7 @@ class _Stats:
         self.examples = 0
         self.sensitivity: dict[str, dict[str, float]] = {}
         self.inconclusive = 0
+        self.budget_exhausted = False
 
 
 def _base_finding(err: LayerCallError, dtype: np.dtype | None) -> Finding:
@@ -156,11 +162,18 @@ def _settings(spec: LayerSpec) -> settings:
     )
 
 
-def _search(spec: LayerSpec, active: set[str], counter: Counter, stats: _Stats) -> _Found | None:
-    """One Hypothesis search; the shrunk failing example, or None when every example passed."""
+def _search(spec: LayerSpec, active: set[str], counter: Counter, stats: _Stats,
+            deadline: float | None = None) -> _Found | None:
+    """One Hypothesis search; the shrunk failing example, or None when every example passed.
+
+    Past the `deadline` (the time budget) the search ends, except while shrinking a failure
+    already found.
+    """
     target: dict[str, set[str]] = {}
 
     def test(ex: Example) -> None:
+        if deadline is not None and "checks" not in target and time.perf_counter() > deadline:
+            raise _BudgetSpent()
         # after the first failure only its checks are run, so shrinking chases that failure cheaply
         checks = target.get("checks", active)
         # a crash already reported under its check only makes this example useless for the others
@@ -170,13 +183,16 @@ def _search(spec: LayerSpec, active: set[str], counter: Counter, stats: _Stats) 
             raise _Found(ex, findings)
 
     inner = given(ex=examples(spec))(test)
-    for g in reversed(guaranteed_examples(spec, spec.seed or 0)):
+    for g in reversed(_edge_examples(spec)):
         inner = example(ex=g)(inner)
     inner = _settings(spec)(inner)
     if spec.seed is not None:
         inner = hypothesis_seed(spec.seed)(inner)
     try:
         inner()
+    except _BudgetSpent:
+        stats.budget_exhausted = True
+        return None
     except _Found as found:
         return found
     except FlakyFailure as flaky:
@@ -185,6 +201,22 @@ def _search(spec: LayerSpec, active: set[str], counter: Counter, stats: _Stats) 
                 return exc
         raise
     return None
+
+
+def _edge_examples(spec: LayerSpec) -> list[Example]:
+    """The explicit examples run before Hypothesis draws: the smallest sizes, the smallest
+    pairwise-distinct ones, and, under a time budget, the largest sizes too (where failures
+    are likelier, so a short budget is spent there first)."""
+    out = guaranteed_examples(spec, spec.seed or 0)
+    if spec.budget is not None:
+        largest = {k: v.hi for k, v in spec.dims.items() if isinstance(v, DimRange)}
+        if len(largest) == len(spec.dims):
+            hyper = out[-1].hyper if out else {}
+            ex = Example(dims=largest, hyper=hyper, seed=(spec.seed or 0) + 2, values="special")
+            sizes = ex.sizes(spec)
+            if all(int(sizes[k]) >= 1 for k in spec.derived) and all(c(dict(sizes)) for c in spec.constraints):
+                out.append(ex)
+    return out
 
 
 def _make_path(make: Any) -> str:
@@ -255,7 +287,8 @@ def check_layer(make: Callable[..., Any], input: str = _UNSET, *, output: str | 
                 max_examples: int = _UNSET, seed: int | None = _UNSET, checks: Sequence[str] | None = _UNSET,
                 skip: Sequence[str] = _UNSET, profile: str = _UNSET, redraw_params: bool = _UNSET,
                 name: str | None = _UNSET, example: Any = _UNSET, timeout: float | None = _UNSET,
-                reference: Callable[[Any, np.ndarray], Any] | None = _UNSET, **unknown: Any) -> Report:
+                reference: Callable[[Any, np.ndarray], Any] | None = _UNSET, budget: float | None = _UNSET,
+                **unknown: Any) -> Report:
     """Check a layer built by ``make(dims, rng)`` against its contracts; return a Report.
 
     ``input`` defaults to "n d_in"; options left out come from the layer's declaration
@@ -266,7 +299,7 @@ def check_layer(make: Callable[..., Any], input: str = _UNSET, *, output: str | 
         elementwise=elementwise, batch_independent=batch_independent, domain=domain, index_input=index_input,
         dtypes=dtypes, max_examples=max_examples, seed=seed, checks=checks, skip=skip, profile=profile,
         redraw_params=redraw_params, name=name, example=example, timeout=timeout,
-        reference=reference).items() if v is not _UNSET}
+        reference=reference, budget=budget).items() if v is not _UNSET}
     # unknown keywords get the closest known one, not Python's bare TypeError
     validate_option_names(unknown, where="check_layer")
     return _check(make, given_opts)
@@ -315,8 +348,9 @@ def _check(make: Any, given_opts: Mapping[str, Any]) -> Report:
             _validate_first(spec, first[0])
         # crashes are reported whatever `checks=` selects
         remaining = active | set(_BASE_CHECK.values())
+        deadline = None if spec.budget is None else started + spec.budget
         while remaining:
-            found = _search(spec, remaining, counter, stats)
+            found = _search(spec, remaining, counter, stats, deadline)
             if found is None:
                 break
             final = [f for f in run_example(spec, found.example, remaining, counter, None, detail=True)
@@ -329,6 +363,9 @@ def _check(make: Any, given_opts: Mapping[str, Any]) -> Report:
             if not (new & remaining) or len(failures) == before:
                 break
             remaining -= new
+            if deadline is not None and time.perf_counter() > deadline:
+                stats.budget_exhausted = True
+                break
     for f in failures:
         if f.check in stats.checks:
             stats.checks[f.check].failed += 1
@@ -347,7 +384,7 @@ def _check(make: Any, given_opts: Mapping[str, Any]) -> Report:
                   sensitivity={k: v for k, v in stats.sensitivity.items() if v}, inconclusive_probes=stats.inconclusive,
                   notes=[f"{text} ({n}x)" if not text.endswith("(silenced)") else f"{text}: {n} characters"
                          for text, n in counter.notes.items()],
-                  seconds=time.perf_counter() - started, seed=spec.seed)
+                  seconds=time.perf_counter() - started, seed=spec.seed, budget_exhausted=stats.budget_exhausted)
 
 
 def assert_layer(make: Callable[..., Any], input: str = _UNSET, **options: Any) -> Report:

@@ -62,6 +62,20 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an int, got {text}") from None
 
 
+def _seconds(text: str) -> float:
+    """A duration: 30, 30s, 1.5m."""
+    t = text.strip().lower()
+    factor = 60.0 if t.endswith("m") else 1.0
+    t = t[:-1] if t and t[-1] in "sm" else t
+    try:
+        value = float(t) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30s or 2m, got {text}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text}")
+    return value
+
+
 def _profile(text: str) -> str:
     if text not in PROFILES:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(PROFILES)}, got {text}")
@@ -120,6 +134,8 @@ OPTIONS = (
     Option("checks", "--checks", _check_names, "comma-separated checks to run (default: all that apply)", "NAMES",
            names=True),
     Option("skip", "--skip", _check_names, "comma-separated checks to skip", "NAMES", names=True),
+    Option("budget", "--budget", _seconds, "time budget per layer (30s, 2m): the search stops when it is spent, "
+           "after the edge cases (smallest, distinct and largest sizes)", "TIME"),
     Option("json", "--json", _path, "write the machine-readable report (JSON, schema_version 1) here", "PATH",
            layer=False),
 )

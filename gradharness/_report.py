@@ -84,6 +84,8 @@ class Report:
     seed: int | None = None
     #: what the harness noticed and put right (printing, global numpy state), in words
     notes: list[str] = field(default_factory=list)
+    #: the time budget ran out before max_examples were run
+    budget_exhausted: bool = False
 
     def failed_checks(self) -> list[str]:
         return list(dict.fromkeys(f.check for f in self.failures))
@@ -96,6 +98,8 @@ class Report:
                 f"{self.calls['backward']} backward calls in {self.seconds:.2f}s")
         if sens:
             text += f"; gradient sensitivity (relative): {sens}"
+        if self.budget_exhausted:
+            text += " (the time budget ran out first)"
         for note in self.notes:
             text += f"\n  note: {note}"
         return text

@@ -25,7 +25,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 OPTION_NAMES = (
     "input", "output", "dims", "hyper", "derived", "constraints", "bias", "elementwise",
     "batch_independent", "domain", "index_input", "dtypes", "max_examples", "seed", "checks",
-    "skip", "profile", "redraw_params", "name", "example", "timeout", "reference",
+    "skip", "profile", "redraw_params", "name", "example", "timeout", "reference", "budget",
 )
 #: seconds one call into the layer (factory, forward or backward) may take
 DEFAULT_TIMEOUT = 60.0
@@ -125,6 +125,8 @@ class LayerSpec:
     timeout: float | None = DEFAULT_TIMEOUT
     #: reference(layer, x) -> out: what forward should compute (a known-value oracle), or None
     reference: Callable[[Any, np.ndarray], Any] | None = None
+    #: seconds the search may spend on this layer (None: max_examples decides alone)
+    budget: float | None = None
     input_text: str = ""
     output_text: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -291,6 +293,11 @@ def build_spec(make: Any, input: Any, options: Mapping[str, Any]) -> LayerSpec:
     if reference is not None and not callable(reference):
         raise InvalidArgument("reference", reference, "a callable reference(layer, x) -> out computing what forward "
                               "should, or None")
+    budget = options.get("budget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not budget > 0 or not math.isfinite(budget)):
+        raise InvalidArgument("budget", budget, "seconds > 0 for the search of this layer, or None",
+                              "From a command line: --budget 30s (or 2m).")
     timeout = options.get("timeout", DEFAULT_TIMEOUT)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not timeout > 0 or not math.isfinite(timeout)):
@@ -303,7 +310,7 @@ def build_spec(make: Any, input: Any, options: Mapping[str, Any]) -> LayerSpec:
         index_input=index_input, dtypes=tuple(dtypes), max_examples=max_examples, seed=seed,
         checks=checks_t, skip=skip, profile=profile, redraw_params=redraw,
         example=options.get("example"), timeout=None if timeout is None else float(timeout), reference=reference,
-        input_text=input,
+        budget=None if budget is None else float(budget), input_text=input,
         output_text=out_text,
     )
 

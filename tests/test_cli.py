@@ -388,3 +388,13 @@ def test_version(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--version")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["gradharness 0.1.0"])
+
+
+def test_budget_option(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(mylayers=LAYERS)
+    result = run(pytester, "check", "mylayers:Good", "--max-examples", "100000", "--budget", "1s", "--seed", "1")
+    assert result.ret == 0
+    result.stdout.re_match_lines([r"Good +.*passed \("])
+    bad = run(pytester, "check", "mylayers:Good", "--budget", "soon")
+    assert bad.ret == 4
+    bad.stderr.fnmatch_lines(["gradharness: error: argument --budget: expected a duration such as 30s or 2m, got soon"])

@@ -151,3 +151,26 @@ def test_numpy_error_state_is_restored() -> None:
 def test_float32_only_layer() -> None:
     report = gh.check_layer(planted.linear(None), **planted.LINEAR, dtypes=(np.float32,), max_examples=10, seed=0)
     assert report.passed, report
+
+
+def test_budget_ends_the_search_after_the_edge_cases() -> None:
+    import time
+
+    started = time.perf_counter()
+    report = gh.check_layer(planted.linear(None), **planted.LINEAR, max_examples=100_000, budget=0.5, seed=0)
+    assert time.perf_counter() - started < 5
+    assert report.passed and report.budget_exhausted
+    assert "the time budget ran out first" in report.summary()
+    # the edge cases run first: the smallest, the pairwise-distinct and the largest sizes
+    assert report.examples >= 3
+
+
+def test_budget_still_finds_and_shrinks_a_bug() -> None:
+    report = gh.check_layer(planted.linear("db-first"), **planted.LINEAR, max_examples=100_000, budget=0.5, seed=0)
+    assert "bias" in report.failed_checks()
+    assert report.failures[0].example["dims"]["n"] == 2
+
+
+def test_budget_is_validated() -> None:
+    with pytest.raises(gh.InvalidArgument, match=r"budget=-1: expected seconds > 0"):
+        gh.check_layer(planted.linear(None), **planted.LINEAR, budget=-1)
