@@ -1,6 +1,7 @@
 """check_layer: Hypothesis drives the examples, the checks judge them, the report tells."""
 from __future__ import annotations
 
+import inspect
 import time
 import zlib
 from typing import Any, Callable, Mapping, Sequence
@@ -11,7 +12,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import FlakyFailure
 
 from ._context import Counter, Session, Trace, example_guard
-from ._declare import declaration_of
+from ._declare import _default_make, declaration_of
 from ._errors import InvalidArgument, LayerCallError
 from ._report import NOT_APPLICABLE, CheckStat, Failure, Finding, Report, format_failure
 from ._spec import DEFAULT_INPUT, DimRange, LayerSpec, build_spec, validate_option_names
@@ -203,6 +204,13 @@ def _search(spec: LayerSpec, active: set[str], counter: Counter, stats: _Stats,
     return None
 
 
+def _parameters(cls: type) -> Mapping[str, Any]:
+    try:
+        return inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return {"dims": None}  # no signature to read: call it as make(dims, rng)
+
+
 def _edge_examples(spec: LayerSpec) -> list[Example]:
     """The explicit examples run before Hypothesis draws: the smallest sizes, the smallest
     pairwise-distinct ones, and, under a time budget, the largest sizes too (where failures
@@ -313,6 +321,9 @@ def _check(make: Any, given_opts: Mapping[str, Any]) -> Report:
         opts.update(decl.options)
         opts.setdefault("name", decl.name)
         make = decl.make
+    elif inspect.isclass(make) and "dims" not in _parameters(make):
+        # an undeclared class is built as a declared one would be: the dims its constructor names, and rng
+        make = _default_make(make)
     opts.update(given_opts)
     input_text = opts.pop("input", DEFAULT_INPUT)
     spec = build_spec(make, input_text, opts)

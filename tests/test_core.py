@@ -174,3 +174,18 @@ def test_budget_still_finds_and_shrinks_a_bug() -> None:
 def test_budget_is_validated() -> None:
     with pytest.raises(gh.InvalidArgument, match=r"budget=-1: expected seconds > 0"):
         gh.check_layer(planted.linear(None), **planted.LINEAR, budget=-1)
+
+
+def test_an_undeclared_class_is_built_from_the_dims_its_constructor_names() -> None:
+    # Linear(d_in, d_out, rng): passing the class itself works as a declaration's default factory does
+    report = gh.check_layer(planted.Linear, **planted.LINEAR, max_examples=5, seed=0)
+    assert report.passed, str(report)
+    assert report.layer == "Linear"
+
+
+def test_a_class_taking_dims_is_called_as_make_dims_rng() -> None:
+    class ByDims(planted.Linear):
+        def __init__(self, dims: dict, rng: np.random.Generator) -> None:
+            super().__init__(dims["d_in"], dims["d_out"], rng)
+
+    assert gh.check_layer(ByDims, **planted.LINEAR, max_examples=5, seed=0).passed
