@@ -472,10 +472,6 @@ def build_layer(spec: LayerSpec, example: Example, rng: np.random.Generator, cou
     return layer
 
 
-def make_context(spec: LayerSpec, example: Example, counter: Counter) -> "Session":
-    return Session(spec, example, counter)
-
-
 class Session:
     """The arrays of one example, shared by its dtype contexts."""
 

@@ -221,11 +221,6 @@ class Localized:
     def bad(self) -> np.ndarray:
         return (np.abs(self.analytic - self.numeric) > self.tol) & ~self.kink
 
-    def numeric_full(self, shape: tuple[int, ...]) -> np.ndarray | None:
-        if not self.full:
-            return None
-        return self.numeric.reshape(shape)
-
 
 def localize(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *, noise: float,
              analytic_prec: Precision, terms: int, rng: np.random.Generator, natural: float = 0.0,

@@ -7,7 +7,7 @@ NOT_APPLICABLE (this example cannot exercise it) or a Finding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
@@ -53,11 +53,19 @@ REGISTRY["protocol"] = Check("protocol", "the factory builds a layer with forwar
 
 
 # ----- helpers -------------------------------------------------------------------
-def _all_finite(ctx: Context) -> bool:
+def _returned(ctx: Context) -> list[tuple[str, np.ndarray]]:
+    """The float arrays the base trace returned, by name: out, dx and every grad."""
     b = ctx.base
     assert b is not None
-    arrays = [b.out] + ([] if b.dx is None else [b.dx]) + list(b.grads.values())
-    return all(np.all(np.isfinite(a)) for a in arrays if a.dtype.kind in "fc")
+    arrays = [("out", b.out)] + ([] if b.dx is None else [("dx", b.dx)]) + [(f"grads[{k!r}]", g) for k, g in b.grads.items()]
+    return [(name, a) for name, a in arrays if a.dtype.kind in "fc"]
+
+
+def _all_finite(ctx: Context) -> bool:
+    """Whether the base trace is finite (most checks need it; computed once per context)."""
+    if "finite" not in ctx.memo:
+        ctx.memo["finite"] = all(np.all(np.isfinite(a)) for _, a in _returned(ctx))
+    return ctx.memo["finite"]
 
 
 def _max_abs(a: np.ndarray) -> float:
@@ -200,12 +208,9 @@ def dtype_contract(ctx: Context) -> Result:
 @check("finite", every_dtype=True)
 def finite(ctx: Context) -> Result:
     """out, dx and every grad are finite for inputs in the domain."""
-    b = ctx.base
-    assert b is not None
-    arrays = [("out", b.out)] + ([] if b.dx is None else [("dx", b.dx)]) + [(f"grads[{k!r}]", g) for k, g in b.grads.items()]
-    for name, a in arrays:
-        if a.dtype.kind not in "fc":
-            continue
+    if _all_finite(ctx):
+        return None
+    for name, a in _returned(ctx):
         bad = ~np.isfinite(a)
         if np.any(bad):
             idx = _first_index(bad)

@@ -37,6 +37,16 @@ def write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _cell(r: Any, check: str) -> str:
+    """One cell of the mutants x checks matrix: the check killed the mutant, ran on it, or did not apply."""
+    return "killed" if check in r.killed_by else "ran" if check in r.covered_by else "n/a"
+
+
+_CELL_MARK = {"killed": "K", "ran": ".", "n/a": "-"}
+_CELL_HTML = {"killed": "<td class='k' title='killed by this check'>K</td>", "ran": "<td class='p'>.</td>",
+              "n/a": "<td class='na'>-</td>"}
+
+
 def _score_text(score: float | None) -> str:
     return "n/a" if score is None else f"{score:.1f}%"
 
@@ -74,14 +84,7 @@ def format_terminal(report: MutationReport, *, color: bool = False, verbose: boo
             continue
         out.append(f"  {'mutant':<{width}} " + " ".join(f"{nums[c]:>2}" for c in cols) + "  status")
         for r in lr.results:
-            cells = []
-            for col in cols:
-                if col in r.killed_by:
-                    cells.append(" K")
-                elif col in r.covered_by:
-                    cells.append(" .")
-                else:
-                    cells.append(" -")
+            cells = [" " + _CELL_MARK[_cell(r, col)] for col in cols]
             word = STATUS_WORD.get(r.status, r.status)
             if color and r.status == "Survived":
                 word = f"\x1b[31m{word}\x1b[0m"
@@ -365,14 +368,7 @@ def to_html(report: MutationReport) -> str:
                 "<th class='after-rot'>status</th></tr>")
             start = index
             for r in lr.results:
-                cells = []
-                for c in cols:
-                    if c in r.killed_by:
-                        cells.append("<td class='k' title='killed by this check'>K</td>")
-                    elif c in r.covered_by:
-                        cells.append("<td class='p'>.</td>")
-                    else:
-                        cells.append("<td class='na'>-</td>")
+                cells = [_CELL_HTML[_cell(r, c)] for c in cols]
                 parts.append(f"<tr class='{r.status}' data-status='{r.status}'><td class='name'><a href='#m{index}'>"
                              f"{e(_short(r))}</a></td>{''.join(cells)}<td class='status {r.status}'>"
                              f"{e(STATUS_WORD.get(r.status, r.status))}</td></tr>")
