@@ -28,8 +28,9 @@ class Counter:
     notes: dict[str, int] = field(default_factory=dict)
     #: the calls ("factory", "forward", "backward") that drew from numpy's global random state
     global_rng: set[str] = field(default_factory=set)
-    #: watch every call for global random draws (set once one was seen; it costs ~0.1 ms a call)
-    watch_rng: bool = False
+    #: numpy's global random state when the innermost example_guard was entered (what a call
+    #: that drew from it is restored to)
+    rng_saved: Any = None
     #: an example_guard has the alarm handler installed
     alarm: bool = False
 
@@ -55,8 +56,62 @@ class _CallTimeout(BaseException):
 _IGNORE_ALL = {"divide": "ignore", "over": "ignore", "under": "ignore", "invalid": "ignore"}
 
 
-def _same_rng_state(a: Any, b: Any) -> bool:
-    return a[0] == b[0] and np.array_equal(a[1], b[1]) and tuple(a[2:]) == tuple(b[2:])
+#: bytes of the block whose release raises malloc's reuse threshold (see warm_allocator)
+ALLOCATOR_WARMUP = 8 << 20
+_allocator_warmed = False
+
+
+def warm_allocator() -> None:
+    """Let malloc reuse freed blocks of up to ALLOCATOR_WARMUP bytes instead of handing them
+    back to the system, once per process.
+
+    An example allocates and frees many tensor-sized arrays: with glibc's starting thresholds
+    (128 KiB) each of them is fresh memory, and zeroing its pages (thousands of page faults
+    an example) took a third of an example's time on a 256 x 256 Linear. Freeing one block
+    obtained by mmap raises glibc's threshold to that block's size (its documented dynamic
+    threshold, mallopt(3)), as any numpy program that once frees a large temporary does; the
+    block is never touched, so this costs two system calls. Elsewhere (macOS, musl) it does
+    nothing.
+    """
+    global _allocator_warmed
+    if not _allocator_warmed:
+        _allocator_warmed = True
+        block = np.empty(ALLOCATOR_WARMUP, dtype=np.uint8)
+        del block
+
+
+def same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal element for element, NaN equal to NaN (equal_nan costs thirty times a plain
+    comparison on a large array: it runs only when a NaN may be why they differ)."""
+    return bool(np.array_equal(a, b) or np.array_equal(a, b, equal_nan=True))
+
+
+_RNG_VIEW: list[Any] = []  # [bit generator, a ctypes view of its state], made on first use
+
+
+def global_rng_mark() -> Any:
+    """A fingerprint of numpy's global random state that changes with every draw from it.
+
+    np.random.get_state() copies all 624 words of the Mersenne Twister (45 us, more than a
+    small layer's forward, and every call into the layer was to be watched). This reads in
+    place the word position, which every draw moves, and two key words, which the refill
+    every 624 draws rewrites; np.random.seed rewrites them too. Where that state is not an
+    MT19937 the full state is compared.
+    """
+    try:
+        bg = np.random.mtrand._rand._bit_generator
+        if not _RNG_VIEW or _RNG_VIEW[0] is not bg:
+            if type(bg).__name__ != "MT19937":
+                raise TypeError(type(bg).__name__)
+            import ctypes
+
+            # mt19937_state: uint32 key[624]; int pos
+            _RNG_VIEW[:] = [bg, (ctypes.c_uint32 * 625).from_address(bg.ctypes.state_address)]
+        view = _RNG_VIEW[1]
+        return (view[0], view[623], view[624])
+    except Exception:  # noqa: BLE001 - any other numpy: the slow, exact comparison
+        state = np.random.get_state()
+        return (state[0], state[1].tobytes(), *state[2:])
 
 
 @contextlib.contextmanager
@@ -66,6 +121,8 @@ def example_guard(counter: "Counter") -> Iterator[None]:
     and noted when the layer changed them, and the alarm behind per-call time limits installed."""
     err = np.geterr()
     rng_state = np.random.get_state()
+    rng_mark = global_rng_mark()
+    outer_saved, counter.rng_saved = counter.rng_saved, rng_state
     buf = io.StringIO()
     # never take over someone else's alarm (pytest-timeout, an outer harness)
     use_alarm = (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
@@ -90,7 +147,8 @@ def example_guard(counter: "Counter") -> Iterator[None]:
         if np.geterr() != {k: "ignore" for k in err}:
             counter.note("the layer changed numpy's error state (np.seterr): restored")
         np.seterr(**err)
-        if not _same_rng_state(np.random.get_state(), rng_state):
+        counter.rng_saved = outer_saved
+        if global_rng_mark() != rng_mark:
             np.random.set_state(rng_state)
         printed = buf.getvalue()
         if printed:
@@ -98,15 +156,16 @@ def example_guard(counter: "Counter") -> Iterator[None]:
 
 
 def call_layer(what: str, fn: Callable[[], Any], describe: Callable[[], str], counter: "Counter",
-               timeout: float | None, *, watch: bool = False) -> Any:
+               timeout: float | None) -> Any:
     """Call into the user's layer under its time limit; any exception becomes its LayerCallError.
 
-    With `watch` (the factory and the base forward and backward), or once any call was seen
-    drawing from numpy's global random state, the state is restored after the call, so the
+    A call that drew from numpy's global random state has it restored afterwards, so the
     harness compares like with like, and the draw is recorded (determinism reports it).
+    Inside an example_guard the state before any call is the guard's (every call that moved
+    it was restored), so only a fingerprint is taken here.
     """
-    watching = watch or counter.watch_rng
-    before = np.random.get_state() if watching else None
+    mark = global_rng_mark()
+    before = np.random.get_state() if counter.rng_saved is None else counter.rng_saved
     alarm = counter.alarm and timeout is not None
     if alarm:
         signal.setitimer(signal.ITIMER_REAL, float(timeout))  # type: ignore[arg-type]
@@ -127,10 +186,9 @@ def call_layer(what: str, fn: Callable[[], Any], describe: Callable[[], str], co
         if np.geterr() != _IGNORE_ALL:
             np.seterr(all="ignore")
             counter.note("the layer changed numpy's error state (np.seterr): restored")
-        if before is not None and not _same_rng_state(np.random.get_state(), before):
+        if global_rng_mark() != mark:
             np.random.set_state(before)
             counter.global_rng.add(what)
-            counter.watch_rng = True
             counter.note(f"{what} used numpy's global random state (np.random.*): restored after each call; draw "
                          "from the factory's rng instead")
 
@@ -198,13 +256,12 @@ class Context:
         for k, v in (params or self.params).items():
             store[k] = v
 
-    def forward_raw(self, x: np.ndarray, params: Mapping[str, np.ndarray] | None = None, *,
-                    watch: bool = False) -> np.ndarray:
+    def forward_raw(self, x: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """Call forward with exactly these arrays; the returned object itself (for aliasing checks)."""
         self.set_params(params)
         self.counter.forward += 1
         out = call_layer("forward", lambda: self.layer.forward(x), lambda: _describe(x, params or self.params),
-                         self.counter, self.spec.timeout, watch=watch)
+                         self.counter, self.spec.timeout)
         arr = as_array(out, "forward")
         assert arr is not None
         return arr
@@ -216,10 +273,10 @@ class Context:
             x = x.copy()
         return self.forward_raw(x, params).copy()
 
-    def backward_raw(self, dout: np.ndarray, *, watch: bool = False) -> tuple[np.ndarray | None, Mapping[str, Any]]:
+    def backward_raw(self, dout: np.ndarray) -> tuple[np.ndarray | None, Mapping[str, Any]]:
         self.counter.backward += 1
         dx = call_layer("backward", lambda: self.layer.backward(dout), lambda: f"dout: {shape_text(dout)}",
-                        self.counter, self.spec.timeout, watch=watch)
+                        self.counter, self.spec.timeout)
         arr = as_array(dx, "backward", allow_none=self.spec.index_input is not None)
         grads = getattr(self.layer, "grads", None)
         if not isinstance(grads, Mapping):
@@ -250,13 +307,13 @@ class Context:
         """Forward and backward on the example's arrays, watching for in-place writes."""
         x_keep = self.x.copy()
         p_keep = {k: v.copy() for k, v in self.params.items()}
-        out = self.forward_raw(self.x, self.params, watch=True).copy()
+        out = self.forward_raw(self.x, self.params).copy()
         self.base_out = out
         self._note_mutations("forward", x_keep, p_keep, None)
         if self.dout is None:
             self.dout = draw_dout_fn(out.shape).astype(self.dtype)
         dout_keep = self.dout.copy()
-        dx, grads = self.backward_raw(self.dout, watch=True)
+        dx, grads = self.backward_raw(self.dout)
         dx = None if dx is None else dx.copy()
         grads_c: dict[str, np.ndarray] = {}
         for k, g in grads.items():
@@ -279,7 +336,7 @@ class Context:
         for name, now, before in pairs:
             if not isinstance(now, np.ndarray) or now.shape != before.shape:
                 continue
-            if any(m.array == name for m in self.mutations) or np.array_equal(now, before, equal_nan=True):
+            if any(m.array == name for m in self.mutations) or same_values(now, before):
                 continue
             diff = np.abs(np.asarray(now, dtype=np.float64) - np.asarray(before, dtype=np.float64))
             changed = ~((now == before) | (np.isnan(np.asarray(now, dtype=np.float64)) & np.isnan(np.asarray(before, dtype=np.float64))))
@@ -289,23 +346,31 @@ class Context:
 
     # ----- the float64 reference the numerical side uses ----------------------
     # float64 copies made once (after the base trace, whose values they are)
+    def _as_ref(self, a: np.ndarray, dtype: Any = REFERENCE) -> np.ndarray:
+        """`a` in `dtype`: `a` itself when it is in it already and the base trace saw the layer
+        write into none of its inputs (a copy of a large tensor costs as much as a forward)."""
+        if a.dtype == dtype and not self.mutations:
+            return a
+        return a.astype(dtype)
+
     @property
     def x_ref(self) -> np.ndarray:
         if "x_ref" not in self._ref_cache:
-            self._ref_cache["x_ref"] = self.x.copy() if self.spec.index_input is not None else self.x.astype(REFERENCE)
+            self._ref_cache["x_ref"] = self._as_ref(self.x, self.x.dtype if self.spec.index_input is not None
+                                                    else REFERENCE)
         return self._ref_cache["x_ref"]
 
     @property
     def params_ref(self) -> dict[str, np.ndarray]:
         if "params_ref" not in self._ref_cache:
-            self._ref_cache["params_ref"] = {k: v.astype(REFERENCE) for k, v in self.params.items()}
+            self._ref_cache["params_ref"] = {k: self._as_ref(v) for k, v in self.params.items()}
         return self._ref_cache["params_ref"]
 
     @property
     def dout_ref(self) -> np.ndarray:
         if "dout_ref" not in self._ref_cache:
             assert self.dout is not None
-            self._ref_cache["dout_ref"] = self.dout.astype(REFERENCE)
+            self._ref_cache["dout_ref"] = self._as_ref(self.dout)
         return self._ref_cache["dout_ref"]
 
     def _reference_trace(self) -> Trace:
@@ -455,8 +520,7 @@ def build_layer(spec: LayerSpec, example: Example, rng: np.random.Generator, cou
     """Call the factory; a protocol violation or a raising factory is the layer's failure."""
     sizes = example.sizes(spec)
     counter.build += 1
-    layer = call_layer("factory", lambda: spec.make(sizes, rng), lambda: f"dims={sizes}", counter, spec.timeout,
-                       watch=True)
+    layer = call_layer("factory", lambda: spec.make(sizes, rng), lambda: f"dims={sizes}", counter, spec.timeout)
     for method, fix in (("forward", "forward='...'"), ("backward", "backward='backward_pass'")):
         if not callable(getattr(layer, method, None)):
             raise LayerCallError("factory", missing_method_message(layer, method, fix=fix))

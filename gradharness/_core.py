@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import FlakyFailure
 
-from ._context import Counter, Session, Trace, example_guard
+from ._context import Counter, Session, Trace, example_guard, warm_allocator
 from ._declare import _default_make, declaration_of
 from ._errors import InvalidArgument, LayerCallError
 from ._report import NOT_APPLICABLE, CheckStat, Failure, Finding, Report, format_failure
 from ._spec import DEFAULT_INPUT, DimRange, LayerSpec, build_spec, validate_option_names
-from ._strategies import Example, examples, guaranteed_examples
+from ._strategies import Example, examples, guaranteed_examples, reproducible_generation
 from .checks import CHECK_ORDER, REGISTRY, Check, applicable
 from .diagnose import diagnose
 
@@ -190,7 +190,8 @@ def _search(spec: LayerSpec, active: set[str], counter: Counter, stats: _Stats,
     if spec.seed is not None:
         inner = hypothesis_seed(spec.seed)(inner)
     try:
-        inner()
+        with reproducible_generation():
+            inner()
     except _BudgetSpent:
         stats.budget_exhausted = True
         return None
@@ -327,6 +328,7 @@ def _check(make: Any, given_opts: Mapping[str, Any]) -> Report:
     opts.update(given_opts)
     input_text = opts.pop("input", DEFAULT_INPUT)
     spec = build_spec(make, input_text, opts)
+    warm_allocator()
     started = time.perf_counter()
     counter = Counter()
     active_checks = applicable(spec)

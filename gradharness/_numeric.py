@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._strategies import unit_noise
 from ._tolerance import (KINK_RETRIES, KINK_SHARE, LARGE_TENSOR, LOCALIZE_MAX, PROBES_PER_TENSOR, ROUNDOFF_WEIGHT, SAFETY,
                          Precision, relative_step)
 
@@ -129,7 +130,7 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
                  analytic_prec: Precision, terms: int, rng: np.random.Generator, natural: float = 0.0,
                  reference: np.ndarray | None = None, measured: float = 0.0,
                  probes: int | None = None) -> ProbeVerdict:
-    """Directional probes of one tensor: <grad, v> against d/dt loss(theta + t v), v Gaussian.
+    """Directional probes of one tensor: <grad, v> against d/dt loss(theta + t v), v random uniform (unit_noise).
 
     Each probe first takes the central difference at +-t (two forwards): an analytic value
     that matches it to round-off passes at once (a layer linear in the tensor always does).
@@ -152,18 +153,22 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
     g_abs = np.maximum(np.abs(g), natural)
     t = tensor_step(theta)
     n = theta.size
+    buf = np.empty(theta.shape, dtype=np.float64)
     for _ in range(probes):
         support = n
         for attempt in range(KINK_RETRIES + 1):
-            v = rng.standard_normal(theta.shape)
+            v = unit_noise(rng, theta.shape)
             if support < n:
                 mask = np.zeros(n, dtype=bool)
                 mask[rng.choice(n, size=support, replace=False)] = True
                 v = v * mask.reshape(theta.shape)
-            a = float(np.sum(g * v))
+            # <g, v> summed pairwise (its round-off is part of the tolerance); the magnitudes
+            # below only scale tolerances and the report, so BLAS dot products will do
+            np.multiply(g, v, out=buf)
+            a = float(np.sum(buf))
             abs_v = np.abs(v)
-            norm = g_norm * float(np.sqrt(np.sum(v * v)))
-            abs_gv = float(np.sum(abs_v * g_abs))
+            norm = g_norm * float(np.sqrt(np.vdot(v, v)))
+            abs_gv = float(np.vdot(abs_v, g_abs))
             sum_v = float(np.sum(abs_v))
             ref_gap = None if reference is None else (float(np.sum((g - reference) * v)),
                                                       float(np.sum(np.abs(reference * v))))
@@ -178,7 +183,10 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
 
             def phi(tt: float) -> float:
                 if tt not in vals:
-                    vals[tt] = loss(theta + tt * v)
+                    # one buffer for every step: the loss is read before the next step is taken
+                    np.multiply(v, tt, out=buf)
+                    np.add(buf, theta, out=buf)
+                    vals[tt] = loss(buf)
                 return vals[tt]
 
             central = (phi(t) - phi(-t)) / (2 * t)

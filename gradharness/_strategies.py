@@ -6,9 +6,10 @@ keeps a failing example reproducible from a few integers.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from hypothesis import assume
@@ -77,6 +78,35 @@ def _with_derived(spec: LayerSpec, sizes: dict[str, Any]) -> dict[str, Any]:
 
 def _derived_ok(spec: LayerSpec, sizes: Mapping[str, Any]) -> bool:
     return all(int(sizes[k]) >= 1 for k in spec.derived)
+
+
+@contextlib.contextmanager
+def reproducible_generation() -> Iterator[None]:
+    """Hypothesis draws that depend only on the seed, not on which modules are imported.
+
+    Hypothesis (6.131+) mixes constants read from the source of every local module loaded
+    into its draws, so one seed gave other examples in a pytest run that had imported more
+    test modules than a worker or a CLI run. Inside this block that pool is empty; the
+    library's own constants (0, 1, powers of two, ...) still come up. Without those internals
+    (another Hypothesis) it does nothing.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+        empty = providers.Constants()
+        saved = providers._get_local_constants
+        cache = providers.CONSTANTS_CACHE.cache
+    except (ImportError, AttributeError):
+        yield
+        return
+    # the cache holds allowed constants per draw kind, the local ones included: clear it on
+    # the way in (drop the caller's) and out (drop ours, so the caller's are rebuilt)
+    cache.clear()
+    providers._get_local_constants = lambda *a, **k: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = saved
+        cache.clear()
 
 
 @st.composite
@@ -187,6 +217,23 @@ def draw_input(spec: LayerSpec, shape: tuple[int, ...], sizes: Mapping[str, Any]
     return x
 
 
+def unit_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-mean, unit-variance noise, uniform on [-sqrt(3), sqrt(3)).
+
+    The directions of the probes and of the checks' perturbations are drawn with it: numpy's
+    uniform draws cost a fifth of its normal ones (the largest cost of probing a big tensor
+    was drawing them), and they are continuous all the same, so two errors cancel exactly on
+    a probe with probability zero (random signs would cancel half the time). The upstream
+    gradient and the redrawn params stay normal: drawn uniform, they made the tolerance of a
+    small bias several times looser in the worst example (the step and the analytic side's
+    round-off scale with the tensor's RMS, which a few normal values spread more widely).
+    """
+    v = rng.random(shape)
+    v -= 0.5
+    v *= 2.0 * np.sqrt(3.0)
+    return v
+
+
 def draw_dout(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """A random upstream gradient (never all ones: ones hide diagonal-only softmax backwards)."""
     d = rng.standard_normal(shape)
@@ -208,4 +255,7 @@ def redraw_param(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         mu, sd = 0.0, 1.0
     if sd < 1e-12:
         sd = 0.5 * max(1.0, abs(mu))
-    return mu + sd * rng.standard_normal(p64.shape)
+    out = rng.standard_normal(p64.shape)
+    out *= sd
+    out += mu
+    return out

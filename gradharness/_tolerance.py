@@ -46,7 +46,7 @@ KINK_RETRIES = 10
 #: how many ulps (at most) every input is moved by to measure how much round-off each
 #: returned array really carries (see Context.roundoff)
 JITTER_ULPS = 4
-#: directional probes per tensor and example; a Gaussian direction misses a given error only
+#: directional probes per tensor and example; a random (uniform) direction misses a given error only
 #: when it is nearly orthogonal to it (probability ~ the tolerance's share of the error, for
 #: any size), so the second probe buys little and a large tensor, where forwards cost, gets one
 PROBES_PER_TENSOR = 2

@@ -11,10 +11,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._context import Context, shape_text
+from ._context import Context, same_values, shape_text
 from ._numeric import Bounds, Localized, ProbeVerdict, localize, probe_tensor
 from ._report import NOT_APPLICABLE, Finding, fmt
 from ._spec import LayerSpec
+from ._strategies import unit_noise
 from ._tolerance import SAFETY, WORST_SHOWN
 
 Result = Any  # None | NOT_APPLICABLE | Finding
@@ -89,12 +90,13 @@ def _close(ctx: Context, a: np.ndarray, b: np.ndarray, scale: float | None = Non
         diff = _max_abs(a64 - b64)
     if not np.isfinite(diff):
         diff = 0.0 if np.array_equal(a64, b64, equal_nan=True) else float("inf")
-    s = scale if scale is not None else max(_max_abs(a64), _max_abs(b64))
+    largest = max(_max_abs(a64), _max_abs(b64))
+    s = scale if scale is not None else largest
     if grad_of is not None:
         s = max(s, weight * ctx.natural(grad_of))
     tol = ctx.prec.close(s, ctx.terms())
     # the measured round-off never exceeds sqrt(eps) of the array (Context.roundoff): past that, no rescue
-    rescuable = diff <= SAFETY * weight * np.sqrt(ctx.prec.eps) * max(s, _max_abs(a64), _max_abs(b64))
+    rescuable = diff <= SAFETY * weight * np.sqrt(ctx.prec.eps) * max(s, largest)
     if diff > tol and (grad_of or output) and rescuable:
         # only a comparison that would fail pays for measuring the round-off (a jittered re-run)
         measured = ctx.roundoff("dx" if grad_of == "x" else grad_of) if grad_of else ctx.roundoff("out")
@@ -379,7 +381,7 @@ def bias(ctx: Context) -> Result:
     # one bias per example; the examples take turns over all of them
     for k in [names[int(ctx.rng.integers(len(names)))]]:
         p = ctx.params_ref[k]
-        delta = ctx.rng.standard_normal(p.shape) * max(float(np.sqrt(np.mean(p**2))), 1.0) * 0.5
+        delta = unit_noise(ctx.rng, p.shape) * max(float(np.sqrt(np.mean(p**2))), 1.0) * 0.5
         params = dict(ctx.params_ref)
         params[k] = p + delta
         moved = ctx.forward(ctx.x_ref, params).astype(np.float64) - out_ref
@@ -412,7 +414,7 @@ def bias(ctx: Context) -> Result:
         additive = False
         # a gradient grad-params just verified needs no second, exact test
         if ctx.spec.index_input is None and k not in ctx.memo.get("verified", ()):
-            x2 = ctx.x_ref + ctx.rng.standard_normal(ctx.x_ref.shape) * 0.5
+            x2 = ctx.x_ref + unit_noise(ctx.rng, ctx.x_ref.shape) * 0.5
             base2 = ctx.forward(x2, ctx.params_ref).astype(np.float64)
             moved_other = ctx.forward(x2, params).astype(np.float64) - base2
             twice = dict(params)
@@ -614,10 +616,10 @@ def _call_sequence(ctx: Context) -> dict[str, Any]:
         # read now: a buffer the next forward on x refills with the same values would hide
         aliased = [name for name, obj, keep in (("out", out, out_keep), ("dx", dx_raw, dx1))
                    if obj is not None and keep is not None
-                   and (obj.shape != keep.shape or not np.array_equal(obj, keep, equal_nan=True))]
+                   and (obj.shape != keep.shape or not same_values(obj, keep))]
         ctx.forward(ctx.x)
         dx3, g3 = ctx.backward(ctx.dout)
-        d2 = np.random.default_rng([ctx.example.seed, 0xD2]).standard_normal(ctx.dout.shape).astype(ctx.dtype)
+        d2 = unit_noise(np.random.default_rng([ctx.example.seed, 0xD2]), ctx.dout.shape).astype(ctx.dtype)
         alpha, beta = LINEAR_COMBINATION
         second = ctx.backward(d2)
         combined = ctx.backward((alpha * ctx.dout + beta * d2).astype(ctx.dtype))
@@ -700,7 +702,7 @@ def params_live(ctx: Context) -> Result:
     # one param per example (three forwards each); the examples take turns over all of them
     for k in [names[int(ctx.rng.integers(len(names)))]]:
         p = ctx.params[k]
-        new = (p + ctx.rng.standard_normal(p.shape) * max(float(np.sqrt(np.mean(np.asarray(p, dtype=np.float64) ** 2))), 1.0) * 0.5).astype(ctx.dtype)
+        new = (p + unit_noise(ctx.rng, p.shape) * max(float(np.sqrt(np.mean(np.asarray(p, dtype=np.float64) ** 2))), 1.0) * 0.5).astype(ctx.dtype)
         replaced = dict(ctx.params)
         replaced[k] = new.copy()
         out_r = ctx.forward(ctx.x, replaced)

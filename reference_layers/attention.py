@@ -18,10 +18,10 @@ class Attention:
 
     def __init__(self, d: int, dk: int, rng: np.random.Generator) -> None:
         self.params = {
-            "Wq": rng.standard_normal((d, dk)) / np.sqrt(d),
-            "Wk": rng.standard_normal((d, dk)) / np.sqrt(d),
-            "Wv": rng.standard_normal((d, dk)) / np.sqrt(d),
-            "Wo": rng.standard_normal((dk, d)) / np.sqrt(dk),
+            "Wq": rng.uniform(-1.0, 1.0, (d, dk)) / np.sqrt(d),
+            "Wk": rng.uniform(-1.0, 1.0, (d, dk)) / np.sqrt(d),
+            "Wv": rng.uniform(-1.0, 1.0, (d, dk)) / np.sqrt(d),
+            "Wo": rng.uniform(-1.0, 1.0, (dk, d)) / np.sqrt(dk),
         }
         self.grads: dict[str, np.ndarray] = {}
 

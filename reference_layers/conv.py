@@ -42,7 +42,7 @@ class Conv2d:
 
     def __init__(self, c: int, f: int, k: int, stride: int, pad: int, rng: np.random.Generator) -> None:
         self.stride, self.pad = int(stride), int(pad)
-        self.params = {"W": rng.standard_normal((f, c, k, k)) / np.sqrt(c * k * k), "b": np.zeros(f)}
+        self.params = {"W": rng.uniform(-1.0, 1.0, (f, c, k, k)) / np.sqrt(c * k * k), "b": np.zeros(f)}
         self.grads: dict[str, np.ndarray] = {}
 
     def forward(self, x: np.ndarray) -> np.ndarray:

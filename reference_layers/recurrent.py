@@ -23,8 +23,8 @@ class RNN:
 
     def __init__(self, d: int, hdim: int, rng: np.random.Generator) -> None:
         self.params = {
-            "Wx": rng.standard_normal((d, hdim)) / np.sqrt(d),
-            "Wh": rng.standard_normal((hdim, hdim)) / np.sqrt(hdim),
+            "Wx": rng.uniform(-1.0, 1.0, (d, hdim)) / np.sqrt(d),
+            "Wh": rng.uniform(-1.0, 1.0, (hdim, hdim)) / np.sqrt(hdim),
             "b": np.zeros(hdim),
         }
         self.grads: dict[str, np.ndarray] = {}
@@ -67,8 +67,8 @@ class LSTM:
 
     def __init__(self, d: int, hdim: int, rng: np.random.Generator) -> None:
         self.params = {
-            "Wx": rng.standard_normal((d, 4 * hdim)) / np.sqrt(d),
-            "Wh": rng.standard_normal((hdim, 4 * hdim)) / np.sqrt(hdim),
+            "Wx": rng.uniform(-1.0, 1.0, (d, 4 * hdim)) / np.sqrt(d),
+            "Wh": rng.uniform(-1.0, 1.0, (hdim, 4 * hdim)) / np.sqrt(hdim),
             "b": np.zeros(4 * hdim),
         }
         self.grads: dict[str, np.ndarray] = {}

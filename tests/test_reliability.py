@@ -95,6 +95,40 @@ def test_global_rng_is_restored_reported_and_fails_determinism() -> None:
     assert any("numpy's global random state" in n for n in report.notes)
 
 
+def test_global_rng_mark_moves_with_every_draw_and_only_then() -> None:
+    from gradharness._context import global_rng_mark
+
+    np.random.seed(0)
+    np.random.random()
+    mark = global_rng_mark()
+    assert global_rng_mark() == mark
+    draws: list[Callable[[], Any]] = [
+        np.random.random, lambda: np.random.standard_normal(3), lambda: np.random.seed(0),
+        # 624 words: the position comes back where it was, the key does not
+        lambda: np.random.bytes(624 * 4)]
+    for draw in draws:
+        before = global_rng_mark()
+        draw()
+        assert global_rng_mark() != before, draw
+
+
+def test_global_rng_drawn_after_the_base_trace_is_restored_and_reported() -> None:
+    class LateDraw(planted.Linear):
+        calls = 0
+
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            LateDraw.calls += 1
+            if LateDraw.calls % 3 == 0:
+                np.random.random()
+            return super().forward(x)
+
+    state = np.random.get_state()
+    report = gh.check_layer(lambda d, rng: LateDraw(d["d_in"], d["d_out"], rng), **planted.LINEAR, **FAST)
+    after = np.random.get_state()
+    assert np.array_equal(state[1], after[1]) and state[2] == after[2]
+    assert any("forward used numpy's global random state" in n for n in report.notes)
+
+
 def test_factory_using_global_rng_is_only_a_note() -> None:
     def make(d: Any, rng: np.random.Generator) -> planted.Linear:
         layer = planted.Linear(d["d_in"], d["d_out"], rng)

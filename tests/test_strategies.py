@@ -1,13 +1,17 @@
 """Strategies: consistent dims, guaranteed distinct and minimal examples, special values."""
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 
+from gradharness import check_layer
 from gradharness._spec import build_spec
-from gradharness._strategies import Example, draw_dout, draw_input, examples, guaranteed_examples, redraw_param
+from gradharness._strategies import (Example, draw_dout, draw_input, examples, guaranteed_examples, redraw_param,
+                                     reproducible_generation)
 from tests import planted
 
 
@@ -73,3 +77,44 @@ def test_index_input_has_repeats_in_special_mode() -> None:
     spec = build_spec(planted.linear(None), "n", {"dims": {"vocab": (2, 6)}, "index_input": "vocab"})
     idx = draw_input(spec, (8,), {"vocab": 5}, np.random.default_rng(0), "special")
     assert idx.dtype.kind == "i" and len(np.unique(idx)) < idx.size and idx.max() < 5
+
+
+def test_one_seed_draws_the_same_examples_whatever_modules_are_imported(tmp_path: Any, monkeypatch: Any) -> None:
+    # Hypothesis reads constants from every local module imported; a module of big integers
+    # changed which examples a seed drew (a pytest run vs an xdist worker). Seed 17 is one whose
+    # examples it changed (with Hypothesis 6.155)
+    seen: list[tuple[Any, ...]] = []
+
+    def make(dims: Any, rng: np.random.Generator) -> Any:
+        layer = planted.Linear(dims["d_in"], dims["d_out"], rng, None)
+        forward = layer.forward
+
+        def spy(x: np.ndarray) -> np.ndarray:
+            seen.append((x.shape, float(x.flat[0])))
+            return forward(x)
+
+        layer.forward = spy  # type: ignore[method-assign]
+        return layer
+
+    def drawn() -> list[tuple[Any, ...]]:
+        seen.clear()
+        check_layer(make, **planted.LINEAR, checks=("forward-shape",), dtypes=("float64",), seed=17, max_examples=30)
+        return list(seen)
+
+    before = drawn()
+    numbers = ", ".join(str(v) for v in [*range(1, 9), 17, 31, 1000, 65535, 2**31 - 7, 123456789, 3054198966])
+    (tmp_path / "constants_heavy_module.py").write_text(f"SIZES = ({numbers})\nSCALES = (0.37, 2.5e-3, 7.25)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import constants_heavy_module  # noqa: F401
+        assert drawn() == before
+    finally:
+        sys.modules.pop("constants_heavy_module", None)
+
+
+def test_reproducible_generation_empties_the_local_constants_pool_and_restores_it() -> None:
+    providers = pytest.importorskip("hypothesis.internal.conjecture.providers")
+    before = providers._get_local_constants
+    with reproducible_generation():
+        assert len(providers._get_local_constants()) == 0
+    assert providers._get_local_constants is before

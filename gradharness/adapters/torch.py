@@ -56,8 +56,17 @@ def _is_module_class(torch: Any, target: Any) -> bool:
 
 
 def _tensor(torch: Any, array: Any, device: Any, *, leaf: bool) -> Any:
-    """A fresh tensor copy of a numpy array (its dtype kept) on `device`, optionally a grad-requiring leaf."""
-    t = torch.tensor(np.asarray(array), device=device)
+    """A tensor of a numpy array (its dtype kept) on `device`, optionally a grad-requiring leaf.
+
+    A float leaf on the CPU shares the array's memory (a copy cost a third of a small layer's
+    call): autograd refuses in-place writes to a leaf that requires grad, so the layer cannot
+    write through it, and the harness never edits an array it passed in. Anything else is copied.
+    """
+    a = np.asarray(array)
+    if (leaf and device.type == "cpu" and a.dtype.kind == "f" and a.flags.writeable
+            and all(st >= 0 for st in a.strides)):
+        return torch.from_numpy(a).requires_grad_(True)
+    t = torch.tensor(a, device=device)
     if leaf and t.is_floating_point():
         t.requires_grad_(True)
     return t
