@@ -228,7 +228,7 @@ class Context:
 
     def __init__(self, spec: LayerSpec, example: Example, layer: Any, dtype: np.dtype,
                  x64: np.ndarray, params64: Mapping[str, np.ndarray], dout64: np.ndarray | None,
-                 rng: np.random.Generator, counter: Counter) -> None:
+                 rng: np.random.Generator, counter: Counter, verified: dict[str, float] | None = None) -> None:
         self.spec = spec
         self.example = example
         self.layer = layer
@@ -249,6 +249,9 @@ class Context:
         self.memo: dict[str, Any] = {}
         #: localize failures element by element (only on the final, shrunk example)
         self.detail = False
+        #: tensor -> sensitivity, for each tensor whose float64 gradient this example's float64
+        #: run confirmed numerically (every probe conclusive); shared by the example's contexts
+        self.verified: dict[str, float] = {} if verified is None else verified
 
     # ----- calls into the layer -------------------------------------------------
     def set_params(self, params: Mapping[str, np.ndarray] | None) -> None:
@@ -556,10 +559,11 @@ class Session:
         shape = resolve_shape(spec.input, self.sizes)
         self.x64 = draw_input(spec, shape, self.sizes, self.rng_x, example.values)
         self.dout64: np.ndarray | None = None
+        self.verified: dict[str, float] = {}
 
     def new_context(self, dtype: np.dtype) -> Context:
         return Context(self.spec, self.example, self.layer, dtype, self.x64, self.params64, self.dout64,
-                       self.rng_probe, self.counter)
+                       self.rng_probe, self.counter, self.verified)
 
     def run_base(self, ctx: Context) -> None:
         ctx.run_base(self._draw_dout)

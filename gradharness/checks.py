@@ -16,7 +16,7 @@ from ._numeric import Bounds, Localized, ProbeVerdict, localize, probe_tensor
 from ._report import NOT_APPLICABLE, Finding, fmt
 from ._spec import LayerSpec
 from ._strategies import unit_noise
-from ._tolerance import SAFETY, WORST_SHOWN
+from ._tolerance import REFERENCE, SAFETY, WORST_SHOWN
 
 Result = Any  # None | NOT_APPLICABLE | Finding
 
@@ -248,7 +248,33 @@ def _bounds(ctx: Context, tensor: str) -> Bounds:
     return Bounds(noise, 0.0, refine)
 
 
+def _against_verified(ctx: Context, tensor: str, grad: np.ndarray) -> bool:
+    """In a lower precision, whether `grad` matches the layer's own float64 gradient at this
+    example's rounded values, for a tensor whose float64 gradient this example already
+    verified numerically (Context.verified): then it is as right as that one, up to this
+    dtype's round-off, and needs no probes of its own. Otherwise the probes decide.
+
+    Any error of the low-precision gradient shows as a gap to the float64 one; an error both
+    dtypes share was the float64 run's to find. The sensitivity is this comparison's relative
+    tolerance on top of the float64 run's.
+    """
+    if ctx.dtype == REFERENCE or tensor not in ctx.verified:
+        return False
+    ref = ctx.grad_ref(tensor)
+    if ref is None or ref.shape != grad.shape or not np.all(np.isfinite(ref)):
+        return False
+    ok, _, tol = _close(ctx, grad, ref, grad_of=tensor)
+    if ok:
+        scale = max(_max_abs(ref), ctx.natural(tensor))
+        if scale > 0:
+            sens = ctx.memo.setdefault("sensitivity", {})
+            sens[tensor] = max(sens.get(tensor, 0.0), tol / scale + ctx.verified[tensor])
+    return ok
+
+
 def _probe(ctx: Context, tensor: str, value: np.ndarray, grad: np.ndarray) -> ProbeVerdict:
+    if _against_verified(ctx, tensor, grad):
+        return ProbeVerdict()
     phi0, _ = _noise(ctx)
     verdict = probe_tensor(lambda v: ctx.loss_ref(tensor, v), phi0, value, grad, noise=_bounds(ctx, tensor),
                            analytic_prec=ctx.prec, terms=ctx.terms(), rng=ctx.rng, natural=ctx.natural(tensor),
@@ -258,6 +284,8 @@ def _probe(ctx: Context, tensor: str, value: np.ndarray, grad: np.ndarray) -> Pr
     if np.isfinite(s):
         sens[tensor] = max(sens.get(tensor, 0.0), s)
     ctx.memo["inconclusive"] = ctx.memo.get("inconclusive", 0) + sum(p.ok is None for p in verdict.probes)
+    if ctx.dtype == REFERENCE and verdict.probes and all(p.ok for p in verdict.probes):
+        ctx.verified[tensor] = s
     return verdict
 
 

@@ -85,6 +85,10 @@ class Linear:
         elif bug == "dx-no-transpose":
             # right shape only when W is square, and then wrong values
             dx = dout @ W
+        elif bug == "dW-float32-only" and dout.dtype == np.float32:
+            dW = dW * (1 + 1e-3)
+        elif bug == "dx-float32-only" and dout.dtype == np.float32:
+            dx = dx * (1 - 1e-3)
         elif bug == "dW-transposed":
             dW = dout.T @ x
         elif bug == "backward-float64":

@@ -59,6 +59,29 @@ def test_check_catches_planted_bug(check: str, bug: str) -> None:
     assert check in report.failed_checks(), report
 
 
+@pytest.mark.parametrize(("check", "bug", "tensor"), [("grad-params", "dW-float32-only", "W"),
+                                                    ("grad-input", "dx-float32-only", "x")])
+def test_a_float32_only_gradient_bug_is_caught_in_float32(check: str, bug: str, tensor: str) -> None:
+    # the float32 run compares with the float64 gradient the float64 run verified; a gap falls
+    # back to the probes, which name the tensor and the dtype
+    report = _linear(bug, checks=("grad-input", "grad-params"), dtypes=(np.float64, np.float32))
+    assert report.failed_checks() == [check]
+    failure = report.failures[0]
+    assert failure.example["dtype"] == "float32" and failure.tensor == tensor
+
+
+def test_float32_gradients_of_verified_tensors_cost_no_probes() -> None:
+    opts = dict(checks=("grad-input", "grad-params"), max_examples=10, seed=0)
+    f64 = gh.check_layer(planted.linear(None), **planted.LINEAR, **opts, dtypes=(np.float64,))
+    both = gh.check_layer(planted.linear(None), **planted.LINEAR, **opts, dtypes=(np.float64, np.float32))
+    assert f64.passed and both.passed and both.examples == f64.examples
+    # per example the float32 run adds its base forward and the float64 reference trace (and,
+    # now and then, a jittered re-run measuring round-off), not two forwards per probe
+    extra = (both.calls["forward"] - f64.calls["forward"]) / both.examples
+    assert extra <= 3, (both.calls, f64.calls)
+    assert set(both.sensitivity["float32"]) == {"x", "W", "b"}
+
+
 def test_correct_linear_passes_every_check() -> None:
     report = _linear(None)
     assert report.passed, report
