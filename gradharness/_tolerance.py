@@ -50,7 +50,8 @@ JITTER_ULPS = 4
 #: when it is nearly orthogonal to it (probability ~ the tolerance's share of the error, for
 #: any size), so the second probe buys little and a large tensor, where forwards cost, gets one
 PROBES_PER_TENSOR = 2
-#: elements from which a tensor gets a single probe per example
+#: elements from which a tensor gets a single probe per example (and its drawn values are
+#: uniform rather than normal, see _strategies.value_noise)
 LARGE_TENSOR = 4096
 #: largest tensor localized element by element; larger ones get a random subset of this size
 LOCALIZE_MAX = 2048
