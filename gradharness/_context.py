@@ -15,7 +15,7 @@ from ._errors import LayerCallError
 from .adapters import missing_method_message
 from ._spec import LayerSpec, resolve_shape
 from ._strategies import Example, draw_dout, draw_input, redraw_param
-from ._tolerance import JITTER_ULPS, REFERENCE, Precision, precision
+from ._tolerance import JITTER_ULPS, REFERENCE, SAFETY, Precision, precision
 
 @dataclass
 class Counter:
@@ -437,7 +437,12 @@ class Context:
         Every input (x, dout, params) is perturbed by a few ulps and the layer re-run: the
         change of each result is its round-off as this layer's arithmetic really makes it,
         including cancellation inside a black box no error model can see. A change beyond
-        sqrt(eps) of the array is a discontinuity (a tie broken), not round-off, and is ignored.
+        sqrt(eps) of the array's scale is a discontinuity (a tie broken), not round-off, and is
+        ignored. A gradient's scale is at least SAFETY times its natural magnitude (see natural):
+        where the true gradient is ~0 because its terms cancel (LayerNorm's dgamma on a constant
+        row, x - mean = 0), a low precision returns that cancellation's round-off amplified by
+        1/sqrt(var + eps) and nothing else, a few sqrt(eps) of the natural scale; a broken tie
+        moves a gradient by a whole element of it.
         """
         if "jitter" not in self.memo:
             assert self.base is not None and self.dout is not None
@@ -463,6 +468,10 @@ class Context:
                     with np.errstate(all="ignore"):
                         delta = float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))) if a.size else 0.0
                     size = float(np.max(np.abs(np.asarray(b, dtype=np.float64)))) if b.size else 0.0
+                    if name == "dx" and self.spec.index_input is None:
+                        size = max(size, SAFETY * self.natural("x"))
+                    elif name not in ("out", "dx"):
+                        size = max(size, SAFETY * self.natural(name))
                     if np.isfinite(delta) and delta <= np.sqrt(self.prec.eps) * max(size, 1e-300):
                         found[name] = delta
             self.memo["jitter"] = found

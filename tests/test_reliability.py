@@ -233,3 +233,12 @@ def test_the_same_compositions_with_one_corrupted_gradient_fail(kinds: list[str]
     report = gh.check_layer(_network(kinds, corrupt, factor), "n d", output="n d", dims={"d": (3, 5)}, bias=(),
                             max_examples=8, seed=0, checks=("grad-input",))
     assert "grad-input" in report.failed_checks(), str(report)
+
+
+def test_layernorm_on_a_constant_row_in_float32_is_not_a_false_alarm() -> None:
+    # seed 2538 in special mode draws x = [[2.94, 2.94, 2.94]]: x - mean is exactly 0 in float64,
+    # and in float32 the rounding residue, amplified by 1/sqrt(eps), is all of dgamma (~1e-4)
+    example = {"dims": {"n": 1, "d": 3}, "hyper": {"eps": 1e-05}, "seed": 2538, "values": "special"}
+    for dtypes in ((np.float32,), (np.float64, np.float32)):
+        report = gh.check_layer(rl.LayerNorm, checks=("grad-params",), dtypes=dtypes, example=example)
+        assert report.passed, report
