@@ -153,7 +153,12 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
     g_abs = np.maximum(np.abs(g), natural)
     t = tensor_step(theta)
     n = theta.size
-    buf = np.empty(theta.shape, dtype=np.float64)
+    # two buffers, taken in turn, hold every step's value: the loss is read before the next
+    # step, and no two steps in a row hand the layer the same array (a layer caching what it
+    # derives from a param by the array's identity is params-live's to report, not a kink here)
+    bufs = (np.empty(theta.shape, dtype=np.float64), np.empty(theta.shape, dtype=np.float64))
+    turn = [0]
+    buf = bufs[0]
     for _ in range(probes):
         support = n
         for attempt in range(KINK_RETRIES + 1):
@@ -183,10 +188,11 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
 
             def phi(tt: float) -> float:
                 if tt not in vals:
-                    # one buffer for every step: the loss is read before the next step is taken
-                    np.multiply(v, tt, out=buf)
-                    np.add(buf, theta, out=buf)
-                    vals[tt] = loss(buf)
+                    step = bufs[turn[0]]
+                    turn[0] ^= 1
+                    np.multiply(v, tt, out=step)
+                    np.add(step, theta, out=step)
+                    vals[tt] = loss(step)
                 return vals[tt]
 
             central = (phi(t) - phi(-t)) / (2 * t)

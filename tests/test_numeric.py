@@ -101,3 +101,13 @@ def test_relu_wrong_mask_is_caught_despite_kinks() -> None:
     report = gh.check_layer(lambda d, rng: planted.ReLU("leaky-backward"), "n d", elementwise=True, max_examples=30,
                             seed=0)
     assert "grad-input" in report.failed_checks()
+
+
+def test_probes_stay_conclusive_on_a_layer_caching_by_array_identity() -> None:
+    # the probe's steps alternate between two buffers: reusing one array would feed such a
+    # cache its stale entry, every step would look alike, and the probe would end up a kink
+    example = {"dims": {"n": 3, "d_in": 4, "d_out": 5}, "hyper": {}, "seed": 1, "values": "uniform"}
+    report = gh.check_layer(planted.linear("stale-inplace"), **planted.LINEAR, checks=("grad-params",),
+                            dtypes=(np.float64,), example=example)
+    assert report.passed and report.inconclusive_probes == 0
+    assert report.calls["forward"] == 1 + 2 * 4  # base + two probes of W and two of b, two steps each
