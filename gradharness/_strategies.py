@@ -88,8 +88,9 @@ def reproducible_generation() -> Iterator[None]:
     Hypothesis (6.131+) mixes constants read from the source of every local module loaded
     into its draws, so one seed gave other examples in a pytest run that had imported more
     test modules than a worker or a CLI run. Inside this block that pool is empty; the
-    library's own constants (0, 1, powers of two, ...) still come up. Without those internals
-    (another Hypothesis) it does nothing.
+    library's own constants (0, 1, powers of two, ...) still come up. The pool is the module's,
+    so a Hypothesis test running in another thread meanwhile draws without it too. Without
+    those internals (another Hypothesis) it does nothing.
     """
     try:
         from hypothesis.internal.conjecture import providers
