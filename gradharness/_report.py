@@ -114,7 +114,12 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return json.loads(json.dumps(d, default=_json_default))
+        return jsonable(d)
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as plain JSON types: numpy scalars and arrays converted, anything else its repr."""
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:

@@ -67,9 +67,9 @@ from .._declare import (
 )
 from .._declare import layer as _layer_decorator
 from .._errors import InvalidArgument, LayerCallError
-from .._report import Report
+from .._report import Report, jsonable
 from .._spec import DEFAULT_INPUT, LayerSpec, build_spec
-from .._strategies import Example, examples, guaranteed_examples
+from .._strategies import Example, examples, guaranteed_examples, reproducible_generation
 from . import operators as ops
 from . import runtime as rt
 
@@ -373,7 +373,8 @@ def tried_examples(spec: LayerSpec, seed: int | None, n: int) -> list[Example]:
     if seed is not None:
         test = hypothesis_seed(seed)(test)
     try:
-        test()
+        with reproducible_generation():
+            test()
     except Unsatisfiable:
         pass  # constraints no drawn example meets: the guaranteed examples are all there is
     return got
@@ -565,18 +566,9 @@ class MutantResult:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["mutant"].pop("source", None)
-        return _jsonable(d)
+        return jsonable(d)
 
 
-def _jsonable(value: Any) -> Any:
-    def default(v: Any) -> Any:
-        if isinstance(v, np.generic):
-            return v.item()
-        if isinstance(v, np.ndarray):
-            return v.tolist()
-        return repr(v)
-
-    return json.loads(json.dumps(value, default=default))
 
 
 @dataclass
@@ -751,7 +743,7 @@ def classify(lt: LayerTarget, mutant: Mutant, report: Report, budget: Budget, mu
     if crash:
         reason += " (a crash: forward/backward must not raise on valid shapes)"
     return MutantResult(mutant, "Killed", killed_by=killed_by, covered_by=covered,
-                        message=_with_reproduce(first.message, repro), example=_jsonable(first.example),
+                        message=_with_reproduce(first.message, repro), example=jsonable(first.example),
                         diagnosis=getattr(first, "diagnosis", None), diagnosis_text=getattr(first, "diagnosis_text", "") or "",
                         reason=reason, crash=crash, reproduce=repro,
                         evidence={"failures": [{"check": f.check, "summary": f.summary, "tensor": f.tensor,
@@ -1222,7 +1214,7 @@ def mutate(target: Any, *, kinds: str = "auto", operators: Sequence[str] | None 
     config = {"targets": [lt.ref or lt.name for lt in layers], "kinds": kinds,
               "operators": list(operators) if operators else None, "max_examples": max_examples, "seed": seed,
               "jobs": n_workers, "timeout": timeout, "include_init": include_init, "noise": noise,
-              "overrides": _jsonable(dict(overrides))}
+              "overrides": jsonable(dict(overrides))}
     return MutationReport(layer_results, config, time.perf_counter() - started, setup, baseline_seconds)
 
 
