@@ -4,6 +4,7 @@ Everything here is float64 and follows the error model in `_tolerance`.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -157,8 +158,8 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
     # step, and no two steps in a row hand the layer the same array (a layer caching what it
     # derives from a param by the array's identity is params-live's to report, not a kink here)
     bufs = (np.empty(theta.shape, dtype=np.float64), np.empty(theta.shape, dtype=np.float64))
-    turn = [0]
-    buf = bufs[0]
+    steps = itertools.cycle(bufs)
+    buf = bufs[0]  # scratch for <g, v>, taken before any step of the direction
     for _ in range(probes):
         support = n
         for attempt in range(KINK_RETRIES + 1):
@@ -188,8 +189,7 @@ def probe_tensor(loss: Loss, phi0: float, theta: np.ndarray, grad: np.ndarray, *
 
             def phi(tt: float) -> float:
                 if tt not in vals:
-                    step = bufs[turn[0]]
-                    turn[0] ^= 1
+                    step = next(steps)
                     np.multiply(v, tt, out=step)
                     np.add(step, theta, out=step)
                     vals[tt] = loss(step)

@@ -62,6 +62,16 @@ def _short(r: MutantResult) -> str:
 
 
 # ----- terminal --------------------------------------------------------------------------------------
+def _mutant_section(title: str, results: list[Any], *, operator: bool) -> list[str]:
+    """A titled block of mutants: each one's id and location, its diff and why it is listed."""
+    out = ["", title]
+    for r in results:
+        out.append(f"  {r.mutant.id}  {r.mutant.location}" + (f"  [{r.mutant.operator}]" if operator else ""))
+        out += [f"    {ln}" for ln in r.mutant.diff().splitlines()]
+        out.append(f"    {r.reason}")
+    return out
+
+
 def format_terminal(report: MutationReport, *, color: bool = False, verbose: bool = True) -> str:
     cols = _cols(report)
     nums = {c: CHECK_ORDER.index(c) + 1 for c in cols}
@@ -99,20 +109,10 @@ def format_terminal(report: MutationReport, *, color: bool = False, verbose: boo
                            f"{', '.join(s.killed_by) or '?'}{missed}{claimed}")
     survivors = report.survivors()
     if survivors:
-        out.append("")
-        out.append(f"SURVIVORS ({len(survivors)}): a check is blind to these")
-        for r in survivors:
-            out.append(f"  {r.mutant.id}  {r.mutant.location}  [{r.mutant.operator}]")
-            out += [f"    {ln}" for ln in r.mutant.diff().splitlines()]
-            out.append(f"    {r.reason}")
+        out += _mutant_section(f"SURVIVORS ({len(survivors)}): a check is blind to these", survivors, operator=True)
     eq = report.equivalents()
     if eq and verbose:
-        out.append("")
-        out.append(f"PROBABLY EQUIVALENT ({len(eq)}): not counted in the score")
-        for r in eq:
-            out.append(f"  {r.mutant.id}  {r.mutant.location}")
-            out += [f"    {ln}" for ln in r.mutant.diff().splitlines()]
-            out.append(f"    {r.reason}")
+        out += _mutant_section(f"PROBABLY EQUIVALENT ({len(eq)}): not counted in the score", eq, operator=False)
     bad = [r for r in report.results if r.status in ("CompileError", "RuntimeError")]
     if bad and verbose:
         out.append("")
